@@ -1,0 +1,1 @@
+"""Lineside drivers: devices (scanners, PLCs) as async streams of typed readings."""
