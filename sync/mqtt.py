@@ -1,0 +1,361 @@
+"""The MQTT sink: events as QoS 1 publishes over a sliding window, agent state retained.
+
+`MqttSink` owns one broker connection (aiomqtt over paho). On connect it publishes the agent's
+online state retained on `{topic_base}/state`, with the offline state as the MQTT will; on a
+clean exit it publishes the offline state before disconnecting. Each `send` publishes one
+envelope to `{topic_base}/{route}` (QoS 1, not retained, payload as is, MQTT 5 user property
+``id``) and returns when its PUBACK arrived.
+
+aiomqtt's `publish` drops the PUBACK reason code, so events are published through paho
+directly and matched to their PUBACK by message id in paho's v2 `on_publish` callback, which
+carries the reason code; codes >= 0x80 become `SinkRejected`. Everything else that goes wrong
+(`MqttError`, `ssl.SSLError`, `OSError`, a missing PUBACK) is `SinkUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any, Self
+
+import aiomqtt
+import paho.mqtt.client as paho
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
+
+from sync.base import SinkRejected, SinkUnavailable
+from sync.faults import fault_point
+from sync.mqtt_config import MqttDestinationConfig
+from sync.mqtt_paho import EventProperties, PahoLog
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+    from sync.base import Envelope
+
+__all__ = ["MqttDestinationConfig", "MqttSink"]
+
+log = logging.getLogger(__name__)
+
+# CONNACK codes that mean "who you are is not accepted": 3.1.1 (4, 5) and MQTT 5 (0x86, 0x87,
+# 0x8C bad authentication method).
+_AUTH_REFUSED = {4, 5, 0x86, 0x87, 0x8C}
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Say in one operator-readable line why a connection or publish failed."""
+    if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc is not None:
+        code = int(exc.rc.value) if isinstance(exc.rc, ReasonCode) else int(exc.rc)
+        if isinstance(exc, MqttConnectError) and code in _AUTH_REFUSED:
+            return f"not authorized (broker refused the credentials: {exc})"
+    text = str(exc)
+    # aiomqtt re-raises OSError/SSLError from the connect as MqttError(str(exc)), so the
+    # cause is recognised by its text.
+    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        detail = getattr(exc, "verify_message", None) or text
+        if "hostname" in text.lower() or "IP address mismatch" in text:
+            return f"TLS: certificate verify failed (host name mismatch?): {detail}"
+        return f"TLS: certificate verify failed (wrong CA?): {detail}"
+    if isinstance(exc, ssl.SSLError) or "[SSL" in text:
+        return f"TLS: handshake failed (client certificate refused, or not a TLS port?): {text}"
+    if isinstance(exc, ConnectionRefusedError) or "Connection refused" in text:
+        return f"connection refused: {text}"
+    return text or type(exc).__name__
+
+
+class MqttSink:
+    """One MQTT broker as a destination (implements `sync.base.Sink`).
+
+    `topic_base` is ``{topic_prefix}/{site}/{node}``; `online_payload`/`offline_payload` are
+    the agent state documents published retained on ``{topic_base}/state``.
+    """
+
+    def __init__(
+        self,
+        config: MqttDestinationConfig,
+        *,
+        topic_base: str,
+        client_id: str,
+        online_payload: bytes,
+        offline_payload: bytes,
+    ) -> None:
+        self._config = config
+        self._topic_base = topic_base
+        self._client_id = client_id
+        self._online = online_payload
+        self._offline = offline_payload
+        self._state_topic = f"{topic_base}/state"
+        self._client: aiomqtt.Client | None = None
+        self._paho_log = PahoLog(log.getChild("paho"))
+        # mid -> (waiter, PUBACK deadline on the loop's clock), oldest first
+        self._pending: dict[int, tuple[asyncio.Future[ReasonCode], float]] = {}
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._lost: str | None = None
+        self._link_down: asyncio.Future[str] | None = None  # resolved with the cause
+
+    @property
+    def max_batch(self) -> int:
+        """One envelope per publish."""
+        return 1
+
+    @property
+    def window(self) -> int:
+        """QoS 1 publishes in flight at once."""
+        return self._config.window
+
+    @property
+    def connected(self) -> bool:
+        """Whether the sink holds a live connection."""
+        return self._client is not None and self._lost is None
+
+    async def link_lost(self) -> str:
+        """Return with the cause as soon as the broker connection is lost (`LinkWatcher`)."""
+        if self._link_down is None:
+            raise SinkUnavailable(f"{self._config.name}: not connected")
+        return await asyncio.shield(self._link_down)
+
+    def __repr__(self) -> str:
+        return f"MqttSink({self._config.name!r}, {self._config.url!r})"
+
+    async def __aenter__(self) -> Self:
+        """Connect, publish the online state; `SinkUnavailable` when that fails."""
+        config = self._config
+        try:
+            password = config.password()
+            context = config.ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise SinkUnavailable(f"{config.name}: cannot load credentials: {exc}") from exc
+        v5 = config.protocol == "5"
+        client = aiomqtt.Client(
+            config.host,
+            config.port,
+            identifier=self._client_id,
+            username=config.username,
+            password=password.get_secret_value() if password is not None else None,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else True,
+            will=aiomqtt.Will(self._state_topic, self._offline, qos=1, retain=True),
+            keepalive=config.keepalive,
+            timeout=config.connect_timeout,
+            tls_context=context,
+            logger=self._paho_log,
+            # The window is enforced by the caller; these keep aiomqtt/paho from throttling
+            # below it or warning about it.
+            max_inflight_messages=config.window,
+            max_concurrent_outgoing_calls=config.window + 1,
+        )
+        client.pending_calls_threshold = config.window + 1
+        self._lost = self._paho_log.last_error = None
+        self._link_down = asyncio.get_running_loop().create_future()
+        self._hook(client)
+        log.debug("%r: connecting as %s", self, self._client_id)
+        try:
+            await self._connect(client)
+        except (aiomqtt.MqttError, OSError) as exc:
+            self._abandon(client)
+            cause = describe_failure(exc)
+            if cause == "Operation timed out":  # aiomqtt's words for a missing CONNACK
+                cause = f"no CONNACK within {config.connect_timeout:g} s"
+            raise SinkUnavailable(f"{config.name}: {cause}") from exc
+        except BaseException:
+            self._abandon(client)
+            raise
+        self._client = client
+        try:
+            await self._publish_state(self._online)
+        except BaseException:
+            await self._disconnect()
+            raise
+        log.info("%r: connected", self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Publish the offline state (if the link is up) and disconnect."""
+        if self._client is None:
+            return
+        if self._lost is None:
+            try:
+                await self._publish_state(self._offline)
+            except SinkUnavailable as failure:
+                log.warning("%r: offline state not published: %s", self, failure)
+        await self._disconnect()
+        log.info("%r: disconnected", self)
+
+    async def send(self, batch: Sequence[Envelope]) -> None:
+        """Publish each envelope (QoS 1) and return when all are PUBACKed."""
+        for envelope in batch:
+            await self._publish_event(envelope)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _hook(self, client: aiomqtt.Client) -> None:
+        """Chain our PUBACK/disconnect handlers in front of aiomqtt's own paho callbacks."""
+        inner = client._client  # noqa: SLF001  # aiomqtt hides the PUBACK reason code
+        inner.connect_timeout = self._config.connect_timeout
+        aiomqtt_on_publish = inner.on_publish
+        aiomqtt_on_disconnect = inner.on_disconnect
+
+        def on_publish(*args: Any) -> None:
+            # paho v2 signature: (client, userdata, mid, reason_code, properties)
+            mid, reason_code = args[2], args[3]
+            fault_point("mqtt.before_puback")
+            entry = self._pending.pop(mid, None)
+            if entry is not None:
+                if not entry[0].done():
+                    entry[0].set_result(reason_code)
+            elif aiomqtt_on_publish is not None:  # not an event: aiomqtt's own (state) publish
+                aiomqtt_on_publish(*args)
+
+        def on_disconnect(*args: Any) -> None:
+            # paho v2 signature: (client, userdata, flags, reason_code, properties)
+            cause = self._paho_log.last_error or f"connection lost ({args[3]})"
+            self._connection_lost(cause)
+            if aiomqtt_on_disconnect is not None:
+                aiomqtt_on_disconnect(*args)
+
+        inner.on_publish = on_publish
+        inner.on_disconnect = on_disconnect
+
+    async def _connect(self, client: aiomqtt.Client) -> None:
+        """Enter `client`, failing as soon as the link drops instead of at the timeout.
+
+        A TLS 1.3 broker refuses a client certificate only after the handshake, while the
+        client waits for its CONNACK; aiomqtt ignores a disconnect before the CONNACK and
+        would wait for its timeout.
+        """
+        link_down = self._link_down
+        assert link_down is not None
+        connecting = asyncio.ensure_future(client.__aenter__())
+        try:
+            either: list[asyncio.Future[Any]] = [connecting, link_down]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not connecting.done():
+                connecting.cancel()
+                await asyncio.wait([connecting])
+        if not connecting.cancelled():
+            connecting.result()  # raises the connect error, if any
+            return
+        raise aiomqtt.MqttError(link_down.result())
+
+    @staticmethod
+    def _abandon(client: aiomqtt.Client) -> None:
+        """Close what a failed connect left open (paho keeps a socket whose handshake failed)."""
+        inner = client._client  # noqa: SLF001
+        inner._sock_close()  # noqa: SLF001  # also stops aiomqtt's reader and misc task
+        dropped = client._disconnected  # noqa: SLF001
+        if dropped.done() and not dropped.cancelled():
+            dropped.exception()  # retrieved, or asyncio logs "exception was never retrieved"
+
+    def _connection_lost(self, reason: str) -> None:
+        """Fail every publish still waiting for its PUBACK: it will not come on this link."""
+        if self._lost is None:
+            self._lost = reason
+            log.debug("%r: %s", self, reason)
+        if self._link_down is not None and not self._link_down.done():
+            self._link_down.set_result(reason)
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        pending, self._pending = self._pending, {}
+        for waiter, _ in pending.values():
+            if not waiter.done():
+                waiter.set_exception(SinkUnavailable(f"{self._config.name}: {reason}"))
+
+    def _arm_deadline(self) -> None:
+        """One timer for the oldest publish's PUBACK deadline (not one per publish)."""
+        self._deadline_timer = None
+        for _, deadline in self._pending.values():
+            loop = asyncio.get_running_loop()
+            self._deadline_timer = loop.call_at(deadline, self._check_deadline)
+            return
+
+    def _check_deadline(self) -> None:
+        self._deadline_timer = None
+        now = asyncio.get_running_loop().time()
+        for _, deadline in self._pending.values():
+            if deadline <= now:
+                # The link counts as down: the caller reconnects and sends again, same ids.
+                self._connection_lost(f"no PUBACK within {self._config.publish_timeout:g} s")
+            else:
+                self._arm_deadline()
+            return
+
+    async def _publish_event(self, envelope: Envelope) -> None:
+        client = self._client
+        if client is None:
+            raise SinkUnavailable(f"{self._config.name}: not connected")
+        if self._lost is not None:
+            raise SinkUnavailable(f"{self._config.name}: {self._lost}")
+        properties = EventProperties(envelope.id) if self._config.protocol == "5" else None
+        topic = f"{self._topic_base}/{envelope.route}"
+        try:
+            info = client._client.publish(  # noqa: SLF001  # see the module docstring
+                topic, envelope.payload, qos=1, retain=False, properties=properties
+            )
+        except ValueError as exc:  # an invalid topic or an oversized payload
+            raise SinkRejected(
+                f"{self._config.name}: cannot publish to {topic!r}: {exc}", ids=[envelope.id]
+            ) from exc
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            reason = paho.error_string(info.rc)
+            raise SinkUnavailable(f"{self._config.name}: publish failed: {reason}")
+        if info.is_published():  # cannot happen for QoS 1, but paho allows it
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[ReasonCode] = loop.create_future()
+        self._pending[info.mid] = (waiter, loop.time() + self._config.publish_timeout)
+        if self._deadline_timer is None:
+            self._arm_deadline()
+        try:
+            reason_code = await waiter
+        finally:
+            self._pending.pop(info.mid, None)
+        if reason_code.is_failure:
+            log.warning(
+                "%r: broker refused event %s on %s: %s (0x%02X)",
+                self,
+                envelope.id,
+                topic,
+                reason_code.getName(),
+                reason_code.value,
+            )
+            raise SinkRejected(
+                f"{self._config.name}: broker refused the publish to {topic}: "
+                f"{reason_code.getName()} (0x{reason_code.value:02X})",
+                ids=[envelope.id],
+            )
+
+    async def _publish_state(self, payload: bytes) -> None:
+        assert self._client is not None
+        try:
+            await self._client.publish(
+                self._state_topic,
+                payload,
+                qos=1,
+                retain=True,
+                timeout=self._config.publish_timeout,
+            )
+        except (aiomqtt.MqttError, OSError) as exc:
+            raise SinkUnavailable(
+                f"{self._config.name}: state publish failed: {describe_failure(exc)}"
+            ) from exc
+
+    async def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        self._connection_lost("disconnected")
+        if client is None:
+            return
+        try:
+            await client.__aexit__(None, None, None)
+        except (aiomqtt.MqttError, OSError) as exc:
+            log.debug("%r: disconnect: %s", self, describe_failure(exc))
+        finally:
+            self._abandon(client)

@@ -1,0 +1,81 @@
+"""Adapters that make paho cheap on the hot path of the MQTT sink.
+
+`EventProperties` is an event's MQTT 5 PUBLISH properties (user property ``id``) packed once;
+`PahoLog` is the logger paho writes to, keeping its last error for the sink's "why did the link
+drop" (paho reports socket and TLS errors only in its log).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Any
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+_USER_PROPERTY = 0x26  # MQTT 5 property identifier of a user property (a UTF-8 string pair)
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+def _variable_int(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        value, digit = divmod(value, 128)
+        out.append(digit | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+class EventProperties(Properties):
+    """The MQTT 5 PUBLISH properties of one event (user property ``id``), packed once.
+
+    paho's `Properties` builds its name tables per instance and packs by scanning them: a
+    third of the cost of a publish. This one holds the packed bytes (what paho sends) and the
+    `UserProperty` value (what paho shows), and costs one small bytes object.
+    """
+
+    UserProperty: list[tuple[str, str]]
+    _packed: bytes
+
+    def __init__(self, event_id: str) -> None:
+        # not Properties.__init__: no per-instance tables; paho only calls pack() and str()
+        body = bytes([_USER_PROPERTY]) + _utf8("id") + _utf8(event_id)
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        object.__setattr__(self, "UserProperty", [("id", event_id)])
+        object.__setattr__(self, "_packed", _variable_int(len(body)) + body)
+
+    def pack(self) -> bytes:
+        """The properties as sent on the wire."""
+        return self._packed
+
+    def __str__(self) -> str:
+        return f"[UserProperty : {self.UserProperty}]"
+
+
+class PahoLog(logging.Logger):
+    """paho's logger for one connection: hands records to `parent`, keeps the last error.
+
+    paho reports socket and TLS errors only in its log (on_disconnect gets a bare code). An
+    ``on_log`` callback would have paho format every debug line of every publish; a logger is
+    asked first whether the level is enabled, so debug lines cost nothing when it is not.
+    """
+
+    def __init__(self, parent: logging.Logger) -> None:
+        super().__init__(parent.name)
+        self.parent = parent
+        self.last_error: str | None = None
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's name
+        """As the parent (this logger is not registered, so its level cache is not cleared)."""
+        return level >= logging.ERROR or bool(self.parent and self.parent.isEnabledFor(level))
+
+    def _log(self, level: int, msg: object, args: Any, *more: Any, **kwargs: Any) -> None:
+        if level >= logging.ERROR:
+            self.last_error = str(msg) % args if args else str(msg)
+        if self.parent is not None and self.parent.isEnabledFor(level):
+            super()._log(level, msg, args, *more, **kwargs)
