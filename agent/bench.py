@@ -1,0 +1,266 @@
+"""`lineside bench`: measures this hardware and broker, prints a table (or `--json`).
+
+One run measures, in this order, with progress on stderr:
+
+- `raw_publish_msgs_per_s`: raw aiomqtt QoS 1 publish, sliding window of 100, no storage;
+- `naive_events_per_s`: the naive integrator loop (insert+commit, publish, wait for the PUBACK,
+  mark delivered+commit, one event at a time);
+- `e2e_events_per_s`: the agent's whole durable path (scan -> interpretation -> outbox commit
+  with synchronous=full -> MQTT QoS 1 -> PUBACK -> cursor), then `p50_ms`/`p99_ms` scan -> PUBACK
+  at a fixed 200 events/s, then `idle_cpu_percent`;
+- `sqlite_inserts_per_s`: raw sqlite3 batched inserts (which also build the backlog);
+- `drain_events_per_s` and `peak_rss_mb`: a backlog of 1,000,000 events (`--quick`: 5,000)
+  drained by the agent's publisher in a process of its own;
+- `trace_*`: the trace query figures from `agent.tracing.measure_trace`, when it exists;
+- ratios `e2e_x_naive`, `e2e_x_raw`, `drain_x_raw`.
+
+Without `--broker` it starts its own mosquitto on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent.bench_runs import (
+    measure_e2e,
+    measure_naive,
+    measure_raw_publish,
+    write_backlog,
+)
+from agent.demo import demo_broker
+from sync.outbox import Outbox
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How much each measurement does."""
+
+    e2e: int
+    naive: int
+    raw: int
+    paced: int
+    backlog: int
+    idle_s: float
+    trace: int
+
+
+FULL = Sizes(
+    e2e=200_000,
+    naive=20_000,
+    raw=200_000,
+    paced=3_000,
+    backlog=1_000_000,
+    idle_s=5.0,
+    trace=100_000,
+)
+QUICK = Sizes(e2e=2_000, naive=500, raw=2_000, paced=100, backlog=5_000, idle_s=0.5, trace=500)
+PACED_RATE = 200.0
+
+
+class Progress:
+    """One line per step on stderr: what runs, then its figure."""
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self._enabled = enabled
+        self._started = time.monotonic()
+
+    def say(self, text: str) -> None:
+        """Print a progress line."""
+        if self._enabled:
+            elapsed = time.monotonic() - self._started
+            sys.stderr.write(f"[bench {elapsed:6.1f}s] {text}\n")
+            sys.stderr.flush()
+
+
+@contextlib.asynccontextmanager
+async def _broker(url: str | None, workdir: Path) -> AsyncIterator[str]:
+    if url is not None:
+        yield url
+        return
+    async with demo_broker(workdir, "mosquitto") as broker:
+        yield broker.url
+
+
+@contextlib.contextmanager
+def _workdir(path: str | None) -> Iterator[Path]:
+    if path is not None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="lineside-bench-") as tmp:
+        yield Path(tmp)
+
+
+async def _step(
+    progress: Progress, what: str, run: Callable[[], Awaitable[float]], unit: str
+) -> float:
+    progress.say(f"{what} ...")
+    value = await run()
+    progress.say(f"{what}: {value:,.0f} {unit}")
+    return value
+
+
+async def _drain(path: Path, broker_url: str, events: int) -> dict[str, float]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent.bench_drain",
+        str(path),
+        broker_url,
+        str(events),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the drain process failed (exit {process.returncode})")
+    result: dict[str, float] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def _trace(workdir: Path, events: int, progress: Progress) -> dict[str, float]:
+    try:
+        tracing = importlib.import_module("agent.tracing")
+    except ImportError:
+        progress.say("trace figures skipped: agent.tracing is not there")
+        return {}
+    measure = getattr(tracing, "measure_trace", None)
+    if measure is None:
+        progress.say("trace figures skipped: agent.tracing has no measure_trace")
+        return {}
+    progress.say(f"trace queries over {events:,} events ...")
+    (workdir / "trace").mkdir(exist_ok=True)
+    figures: dict[str, float] = await measure(workdir / "trace", events)
+    progress.say("trace: " + ", ".join(f"{k} {v:,.2f}" for k, v in figures.items()))
+    return {k if k.startswith("trace") else f"trace_{k}": float(v) for k, v in figures.items()}
+
+
+async def run_bench(
+    *, broker_url: str | None, workdir: Path, quick: bool, progress: Progress
+) -> dict[str, float]:
+    """Every measurement of one run; the figures by their JSON names."""
+    sizes = QUICK if quick else FULL
+    figures: dict[str, float] = {}
+    async with _broker(broker_url, workdir) as url:
+        progress.say(f"broker {url}{'' if broker_url else ' (own mosquitto)'}, dir {workdir}")
+        figures["raw_publish_msgs_per_s"] = await _step(
+            progress,
+            f"raw aiomqtt QoS 1 publish, window 100, {sizes.raw:,} msgs",
+            lambda: measure_raw_publish(url, messages=sizes.raw),
+            "msg/s",
+        )
+        figures["naive_events_per_s"] = await _step(
+            progress,
+            f"naive loop, {sizes.naive:,} events",
+            lambda: measure_naive(workdir, url, events=sizes.naive),
+            "events/s",
+        )
+        progress.say(f"end to end, {sizes.e2e:,} events, then {sizes.paced:,} at 200/s ...")
+        e2e = await measure_e2e(
+            workdir,
+            url,
+            events=sizes.e2e,
+            rate=PACED_RATE,
+            paced=sizes.paced,
+            idle_s=sizes.idle_s,
+        )
+        figures["e2e_events_per_s"] = e2e.events_per_s
+        figures["p50_ms"], figures["p99_ms"] = e2e.p50_ms, e2e.p99_ms
+        figures["idle_cpu_percent"] = e2e.idle_cpu_percent
+        progress.say(
+            f"end to end: {e2e.events_per_s:,.0f} events/s; at 200/s p50 {e2e.p50_ms:.2f} ms"
+            f" p99 {e2e.p99_ms:.2f} ms; idle CPU {e2e.idle_cpu_percent:.2f} %"
+        )
+        backlog = workdir / "backlog.db"
+        async with Outbox(backlog, destinations=["bench"]):
+            pass  # the schema
+        figures["sqlite_inserts_per_s"] = await _step(
+            progress,
+            f"raw sqlite3 batched inserts, {sizes.backlog:,} rows (the backlog)",
+            lambda: asyncio.to_thread(write_backlog, backlog, events=sizes.backlog),
+            "rows/s",
+        )
+        progress.say(f"draining a {sizes.backlog:,}-event backlog (own process) ...")
+        drained = await _drain(backlog, url, sizes.backlog)
+        figures.update(drained)
+        progress.say(
+            f"drain: {drained['drain_events_per_s']:,.0f} events/s,"
+            f" peak RSS {drained['peak_rss_mb']:.1f} MB"
+        )
+    figures.update(await _trace(workdir, sizes.trace, progress))
+    figures["e2e_x_naive"] = figures["e2e_events_per_s"] / figures["naive_events_per_s"]
+    figures["e2e_x_raw"] = figures["e2e_events_per_s"] / figures["raw_publish_msgs_per_s"]
+    figures["drain_x_raw"] = figures["drain_events_per_s"] / figures["raw_publish_msgs_per_s"]
+    return figures
+
+
+_ROWS = (
+    (
+        "e2e_events_per_s",
+        "end to end (scan -> PUBACK -> cursor), sync=full",
+        "events/s",
+        "≥ 0.5x raw, ≥ 3x naive",
+    ),
+    ("naive_events_per_s", "baseline: naive integrator loop", "events/s", ""),
+    ("raw_publish_msgs_per_s", "baseline: raw aiomqtt QoS 1, window 100", "msg/s", ""),
+    ("sqlite_inserts_per_s", "baseline: raw sqlite3 batched inserts", "rows/s", ""),
+    ("drain_events_per_s", "drain of the backlog", "events/s", "≥ 0.8x raw"),
+    ("peak_rss_mb", "peak RSS while draining", "MB", "≤ 80"),
+    ("p50_ms", "scan -> PUBACK p50 at 200 events/s", "ms", ""),
+    ("p99_ms", "scan -> PUBACK p99 at 200 events/s", "ms", "≤ 5"),
+    ("idle_cpu_percent", "idle CPU (connected, nothing to send)", "%", "≤ 1"),
+    ("e2e_x_naive", "end to end / naive", "x", "≥ 3"),
+    ("e2e_x_raw", "end to end / raw publish", "x", "≥ 0.5"),
+    ("drain_x_raw", "drain / raw publish", "x", "≥ 0.8"),
+)
+
+
+def render_table(figures: dict[str, float]) -> str:
+    """The human-readable table of one run."""
+    lines = [f"{'figure':<50} {'value':>12}  {'unit':<9} target", "-" * 90]
+    shown = {key for key, *_ in _ROWS}
+    rows = list(_ROWS) + [(k, k, "", "") for k in figures if k not in shown]
+    for key, label, unit, target in rows:
+        if key not in figures:
+            continue
+        value = figures[key]
+        text = f"{value:,.2f}" if value < 100 else f"{value:,.0f}"  # noqa: PLR2004
+        lines.append(f"{label:<50} {text:>12}  {unit:<9} {target}")
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}"
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """`lineside bench [--broker URL] [--json] [--quick] [--dir DIR]`."""
+    progress = Progress()
+    if not getattr(args, "debug", False):
+        for name in ("agent", "sync"):  # the figures are the output, not open/close lines
+            logging.getLogger(name).setLevel(logging.WARNING)
+    with _workdir(args.dir) as workdir:
+        figures = asyncio.run(
+            run_bench(broker_url=args.broker, workdir=workdir, quick=args.quick, progress=progress)
+        )
+    if args.json:
+        sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(f"lineside bench on {_machine()}{' (quick)' if args.quick else ''}\n")
+        sys.stdout.write(render_table(figures) + "\n")
+    return 0

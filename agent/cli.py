@@ -1,0 +1,219 @@
+"""The `lineside` command line (CONTRACTS.md): run, demo, check-config, trace, report, bench.
+
+Exit codes: 0 ok, 2 bad usage or bad config, 1 anything else. Errors are one clear line on
+stderr, with a traceback only under `--debug`. Only this module configures logging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from agent import __version__
+from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+log = logging.getLogger("lineside")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad usage: exit 2."""
+
+
+def config_path(arg: str | None) -> Path:
+    """`-c FILE`, else `LINESIDE_CONFIG`, else the default path."""
+    return Path(arg or os.environ.get("LINESIDE_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(config_path(args.config))
+
+
+def _configure_logging(*, debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not debug:
+        for noisy in ("aiosqlite", "pymodbus", "uvicorn.access", "httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    path = config_path(args.config)
+    load_config(path)
+    print(f"{path}: ok")  # noqa: T201 (the command's output)
+    return EXIT_OK
+
+
+async def run_until_signal(
+    main: Callable[[asyncio.Event], object],
+) -> None:
+    """Run `main(stop)` with SIGTERM/SIGINT setting `stop`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        result = main(stop)
+        if asyncio.iscoroutine(result):
+            await result
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args)  # a bad config is refused here, before any device is touched
+    from agent.runtime import Agent  # noqa: PLC0415 (heavy imports only for commands that run)
+
+    agent = Agent(config)
+    asyncio.run(run_until_signal(agent.run))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo  # noqa: PLC0415
+
+    asyncio.run(
+        run_until_signal(
+            lambda stop: run_demo(
+                stop,
+                workdir=Path(args.dir),
+                listen=args.listen,
+                rate=args.rate,
+                quiet=args.quiet,
+                broker_kind=args.broker,
+                batch_seconds=args.batch_seconds,
+            )
+        )
+    )
+    return EXIT_OK
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from agent.tracing import trace_command  # noqa: PLC0415
+
+    return trace_command(_load(args), args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from agent.reports import report_command  # noqa: PLC0415
+
+    return report_command(_load(args), args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from agent.bench import bench_command  # noqa: PLC0415
+
+    return bench_command(args)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from agent.doctor import doctor_command  # noqa: PLC0415
+
+    return doctor_command(_load(args), args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="lineside", description="Lineside: shop-floor traceability edge agent."
+    )
+    parser.add_argument("--version", action="version", version=f"lineside {__version__}")
+    parser.add_argument("--debug", action="store_true", help="verbose logs, tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "-c",
+            "--config",
+            metavar="FILE",
+            help=f"config file (default: $LINESIDE_CONFIG, then {DEFAULT_CONFIG_PATH})",
+        )
+        return p
+
+    with_config(sub.add_parser("run", help="run the agent")).set_defaults(func=_cmd_run)
+    with_config(
+        sub.add_parser("check-config", help="validate the config file (exit 2 if bad)")
+    ).set_defaults(func=_cmd_check_config)
+    trace = with_config(
+        sub.add_parser("trace", help="reverse and forward trace of a code, SSCC or lot")
+    )
+    trace.add_argument("code", help="trace code, GS1 element string, Digital Link URI, SSCC or lot")
+    trace.add_argument("--json", action="store_true", help="machine-readable output")
+    trace.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    trace.set_defaults(func=_cmd_trace)
+    report = with_config(sub.add_parser("report", help="compliance report of one lot"))
+    report.add_argument("--lot", required=True, help="the lot (or GTIN|lot)")
+    report.add_argument("--format", choices=("csv", "json", "epcis"), default="json")
+    report.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    report.set_defaults(func=_cmd_report)
+    bench = sub.add_parser("bench", help="measure this hardware and broker")
+    bench.add_argument("--broker", metavar="URL", help="mqtt://host:port (default: own mosquitto)")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    bench.add_argument("--dir", help="working directory (default: a temporary one)")
+    bench.set_defaults(func=_cmd_bench)
+    doctor = with_config(sub.add_parser("doctor", help="check devices, destinations, disk, clock"))
+    doctor.set_defaults(func=_cmd_doctor)
+    demo = sub.add_parser("demo", help="a complete simulated line on this machine")
+    demo.add_argument("--dir", default=".demo", help="working directory (default .demo)")
+    demo.add_argument("--listen", default="127.0.0.1:8080", help="status page address")
+    demo.add_argument("--rate", type=float, default=1.0, help="simulated scans per second")
+    demo.add_argument("--quiet", action="store_true", help="no live summary line")
+    demo.add_argument(
+        "--broker",
+        choices=("auto", "mosquitto", "embedded"),
+        default="auto",
+        help="mosquitto if installed (auto), or the embedded amqtt broker",
+    )
+    demo.add_argument(
+        "--batch-seconds", type=float, default=30.0, help="simulated batch duration (default 30)"
+    )
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `lineside` console script."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help/--version
+        return int(exc.code or 0)
+    _configure_logging(debug=args.debug)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"lineside: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"lineside: {type(exc).__name__}: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_FAILURE
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""`lineside doctor -c FILE`: checks what the agent will need, prints ok / warn / fail with hints.
+
+Checks, in order: the data directory and its free disk space against `max_backlog_mb`; each
+serial scanner's port (exists, readable and writable by this user) or TCP address; each PLC
+(one read of its watched registers); each destination (MQTT: connect and authenticate with a
+client id of its own, so the running agent's session and retained state are left alone; HTTP:
+an OPTIONS request with the configured TLS and credentials; file: the directory is writable);
+and whether the system clock is synchronised.
+
+Exit code, within the CLI contract (0 ok, 2 bad config, 1 anything else): 0 when nothing
+failed (warnings are printed in the table and the summary line), 1 when a check failed, 2 for a
+bad config (raised before any check runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import aiomqtt
+import httpx
+
+from agent.clock import clock_synchronised
+from drivers.base import DriverError
+from drivers.modbus import ModbusPlc
+from sync.base import SyncError
+from sync.files import FileDestinationConfig
+from sync.http import HttpDestinationConfig, HttpSink, describe_transport_error
+from sync.mqtt import describe_failure
+from sync.mqtt_config import MqttDestinationConfig
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Awaitable, Callable
+
+    from agent.config import Config, PlcConfig, ScannerConfig
+    from drivers.registers import RegisterAddress
+    from sync.base import DestinationConfig
+
+CHECK_TIMEOUT_S = 10.0
+EXIT_FAILED = 1
+EXIT_WARNINGS = 0  # warnings are shown, not fatal: the agent can run
+
+
+class Status(IntEnum):
+    """How a check came out, ordered by how bad it is."""
+
+    OK = 0
+    WARN = 1
+    FAIL = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """The outcome of one check: what, how it went, details, and what to do about it."""
+
+    check: str
+    status: Status
+    detail: str
+    hint: str = ""
+
+
+def _ok(check: str, detail: str) -> Finding:
+    return Finding(check, Status.OK, detail)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def check_data_dir(config: Config) -> list[Finding]:
+    """The data directory is writable and the disk has room for the configured backlog."""
+    data_dir = config.agent.data_dir
+    where = _nearest_existing(data_dir)
+    findings: list[Finding] = []
+    if not os.access(where, os.W_OK | os.X_OK):
+        findings.append(
+            Finding(
+                "data dir",
+                Status.FAIL,
+                f"{where} is not writable by user {os.getuid()}",
+                f"chown the directory to the agent's user (the package makes {data_dir}"
+                " owned by lineside); run doctor as that user: sudo -u lineside lineside doctor",
+            )
+        )
+    else:
+        findings.append(_ok("data dir", f"{data_dir} writable"))
+    free_mb = shutil.disk_usage(where).free // 2**20
+    need_mb = config.store.max_backlog_mb + config.store.min_free_mb
+    detail = f"{free_mb:,} MB free on {where}; backlog limit {config.store.max_backlog_mb:,} MB"
+    if free_mb < config.store.min_free_mb:
+        findings.append(
+            Finding("disk", Status.FAIL, detail, "free disk space: new events would be refused")
+        )
+    elif free_mb < need_mb:
+        findings.append(
+            Finding(
+                "disk",
+                Status.WARN,
+                detail,
+                f"the disk fills before the backlog limit: free {need_mb - free_mb:,} MB more"
+                " or lower store.max_backlog_mb",
+            )
+        )
+    else:
+        findings.append(_ok("disk", detail))
+    return findings
+
+
+async def _tcp(host: str, port: int) -> None:
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+def _check_serial_port(name: str, port: Path) -> Finding:
+    if not port.exists():
+        return Finding(
+            name,
+            Status.FAIL,
+            f"{port} does not exist",
+            "plug the scanner in; use a stable name from ls -l /dev/serial/by-id/",
+        )
+    if not os.access(port, os.R_OK | os.W_OK):
+        return Finding(
+            name,
+            Status.FAIL,
+            f"{port} is not readable and writable by user {os.getuid()}",
+            "add the user to the dialout group (the package does this for lineside)",
+        )
+    return _ok(name, f"{port} readable and writable")
+
+
+async def check_scanner(scanner: ScannerConfig) -> Finding:
+    """A scanner's serial port exists and this user may read and write it (or its TCP port)."""
+    name = f"scanner {scanner.id}"
+    if scanner.port is not None:
+        return _check_serial_port(name, Path(scanner.port))
+    url = urlsplit(scanner.url or "")
+    if url.scheme == "socket" and url.hostname and url.port:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                await _tcp(url.hostname, url.port)
+        except (OSError, TimeoutError) as exc:
+            return Finding(
+                name,
+                Status.FAIL,
+                f"{scanner.url}: {exc or 'timed out'}",
+                "check the scanner's network adapter: address, port, cabling",
+            )
+        return _ok(name, f"{scanner.url} accepts connections")
+    return Finding(name, Status.WARN, f"{scanner.url}: not checked", "")
+
+
+def _watched(plc: PlcConfig) -> dict[str, RegisterAddress]:
+    watch: dict[str, RegisterAddress] = dict(plc.params)
+    if plc.batch is not None:
+        for key in ("trigger", "quantity", "ack"):
+            address = getattr(plc.batch, key)
+            if address is not None:
+                watch[f"batch.{key}"] = address
+    return watch
+
+
+async def check_plc(plc: PlcConfig) -> Finding:
+    """One read of the PLC's watched registers."""
+    name = f"plc {plc.id}"
+    watch = _watched(plc)
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            async with ModbusPlc(plc.id, plc, watch=watch) as link:
+                values = await link.read(watch) if watch else {}
+    except (DriverError, TimeoutError) as exc:
+        return Finding(
+            name,
+            Status.FAIL,
+            str(exc) or "no answer",
+            "check address/port (or serial port, baud rate, parity), unit id and the register"
+            " map against the PLC program",
+        )
+    return _ok(name, f"answered: {len(values)} watched value(s) read")
+
+
+async def check_mqtt(dest: MqttDestinationConfig) -> Finding:
+    """Connect and authenticate (CONNACK accepted), then disconnect."""
+    name = f"destination {dest.name}"
+    try:
+        password = dest.password()
+        context = dest.ssl_context()
+        async with aiomqtt.Client(
+            dest.host,
+            dest.port,
+            identifier=f"lineside-doctor-{os.getpid()}",
+            username=dest.username,
+            password=password.get_secret_value() if password is not None else None,
+            protocol=aiomqtt.ProtocolVersion.V5
+            if dest.protocol == "5"
+            else aiomqtt.ProtocolVersion.V311,
+            tls_context=context,
+            timeout=min(dest.connect_timeout, CHECK_TIMEOUT_S),
+        ):
+            pass
+    except (aiomqtt.MqttError, OSError, ssl.SSLError) as exc:
+        cause = describe_failure(exc)
+        hint = "check url, firewall and that the broker runs"
+        if "auth" in cause.lower() or "not authorized" in cause.lower():
+            hint = "check username and password_file (and the broker's ACL)"
+        elif "TLS" in cause:
+            hint = "check ca_file, cert_file/key_file and the broker's host name"
+        return Finding(name, Status.FAIL, f"{dest.url}: {cause}", hint)
+    return _ok(name, f"{dest.url}: connected and authenticated")
+
+
+async def check_http(dest: HttpDestinationConfig) -> Finding:
+    """An OPTIONS request with the destination's TLS settings and credentials."""
+    name = f"destination {dest.name}"
+    try:
+        async with HttpSink(dest) as sink:
+            client = sink._client  # noqa: SLF001  # the sink's configured client (TLS, auth)
+            assert client is not None
+            response = await client.options(dest.url)
+    except httpx.RequestError as exc:
+        return Finding(
+            name,
+            Status.FAIL,
+            f"{dest.url}: {describe_transport_error(exc)}",
+            "check url, firewall, ca_file and the server's certificate",
+        )
+    except SyncError as exc:
+        return Finding(name, Status.FAIL, str(exc), "check the TLS and credential files")
+    code = response.status_code
+    if code in (401, 403, 407):
+        return Finding(
+            name,
+            Status.FAIL,
+            f"{dest.url}: HTTP {code}",
+            "the server refused the credentials: check bearer_token_file or username/password",
+        )
+    if code >= 500:  # noqa: PLR2004
+        return Finding(name, Status.WARN, f"{dest.url}: HTTP {code}", "the server has trouble")
+    return _ok(name, f"{dest.url}: reachable (HTTP {code} to OPTIONS)")
+
+
+def check_file(dest: FileDestinationConfig) -> Finding:
+    """The drop directory (or the parent it will be created in) is writable."""
+    name = f"destination {dest.name}"
+    where = _nearest_existing(dest.dir)
+    try:
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".lineside-doctor-"):
+            pass
+    except OSError as exc:
+        return Finding(
+            name,
+            Status.FAIL,
+            f"{dest.dir}: {exc.strerror or exc}",
+            "make the directory writable by the agent's user (a ReadWritePaths= drop-in"
+            " under systemd)",
+        )
+    return _ok(name, f"{dest.dir} writable")
+
+
+async def check_destination(dest: DestinationConfig) -> Finding:
+    """The check that fits the destination's kind."""
+    match dest:
+        case MqttDestinationConfig():
+            return await check_mqtt(dest)
+        case HttpDestinationConfig():
+            return await check_http(dest)
+        case FileDestinationConfig():
+            return check_file(dest)
+    return Finding(f"destination {dest.name}", Status.WARN, "unknown kind: not checked")
+
+
+def check_clock() -> Finding:
+    """The kernel considers the system clock synchronised (NTP)."""
+    synced = clock_synchronised()
+    if synced:
+        return _ok("clock", "synchronised")
+    hint = "enable time sync: timedatectl set-ntp true (or configure chrony)"
+    if synced is None:
+        return Finding("clock", Status.WARN, "cannot tell whether it is synchronised", hint)
+    return Finding("clock", Status.WARN, "not synchronised: trace-code dates may be wrong", hint)
+
+
+async def run_checks(config: Config) -> list[Finding]:
+    """Every check, in the order the table shows them."""
+    findings = check_data_dir(config)
+    steps: list[Callable[[], Awaitable[Finding]]] = []
+    steps += [lambda s=s: check_scanner(s) for s in config.scanners]  # type: ignore[misc]
+    steps += [lambda p=p: check_plc(p) for p in config.plcs]  # type: ignore[misc]
+    steps += [lambda d=d: check_destination(d) for d in config.destinations]  # type: ignore[misc]
+    findings += await asyncio.gather(*(step() for step in steps))
+    findings.append(check_clock())
+    return findings
+
+
+def render(findings: list[Finding]) -> str:
+    """The table: one line per check, a hint line under each one that is not ok."""
+    width = max(len(f.check) for f in findings)
+    lines = []
+    for f in findings:
+        lines.append(f"{f.status.name.lower():<4}  {f.check:<{width}}  {f.detail}")
+        if f.status is not Status.OK and f.hint:
+            lines.append(f"{'':<4}  {'':<{width}}  -> {f.hint}")
+    return "\n".join(lines)
+
+
+def exit_code(findings: list[Finding]) -> int:
+    """0 when nothing failed (warnings included), 1 when a check failed."""
+    worst = max((f.status for f in findings), default=Status.OK)
+    return {Status.OK: 0, Status.WARN: EXIT_WARNINGS, Status.FAIL: EXIT_FAILED}[worst]
+
+
+def doctor_command(config: Config, args: argparse.Namespace) -> int:
+    """`lineside doctor -c FILE`."""
+    del args  # nothing beyond the config yet
+    started = time.monotonic()
+    findings = asyncio.run(run_checks(config))
+    sys.stdout.write(render(findings) + "\n")
+    worst = max(f.status for f in findings)
+    sys.stdout.write(
+        f"\n{sum(f.status is Status.OK for f in findings)} ok,"
+        f" {sum(f.status is Status.WARN for f in findings)} warning(s),"
+        f" {sum(f.status is Status.FAIL for f in findings)} failure(s)"
+        f" in {time.monotonic() - started:.1f} s: {worst.name.lower()}\n"
+    )
+    return exit_code(findings)
