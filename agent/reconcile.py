@@ -119,17 +119,26 @@ def reconcile(
 
 
 async def lot_events(
-    history: History, gtin: str | None, lot: str
+    history: History, gtin: str | None, lot: str, *, upto: int | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A lot's `batch.completed` and `goods.shipped` envelopes (by lot and by its codes)."""
+    """A lot's `batch.completed` and `goods.shipped` envelopes (by lot and by its codes).
+
+    With `upto`, only events up to that seq: the lot as it stood when that event happened.
+    """
     kind, value = ("gtin_lot", f"{gtin}|{lot}") if gtin else ("lot", lot)
-    by_lot = [envelope_json(e) for e in await history.lookup(kind, value)]
+    by_lot = [
+        envelope_json(e)
+        for e in await history.lookup(kind, value)
+        if upto is None or e.seq <= upto
+    ]
     completed = [e for e in by_lot if e["type"] == "batch.completed"]
     shipped = {e["seq"]: e for e in by_lot if e["type"] == "goods.shipped"}
     for batch in completed:
         serial = batch["data"].get("serial")
         if serial and gtin:
             for envelope in await history.lookup("serial", f"{gtin}|{serial}"):
+                if upto is not None and envelope.seq > upto:
+                    continue
                 event = envelope_json(envelope)
                 if event["type"] == "goods.shipped":
                     shipped[event["seq"]] = event
@@ -204,7 +213,9 @@ class Reconciler:
                     break
         if not lot:
             return False
-        completed, shipped = await lot_events(self._store, gtin, str(lot))
+        # the lot as it stood at this event: a completion and its shipment read in one batch
+        # reconcile once (at the shipment), and a replay after a restart gives the same answer
+        completed, shipped = await lot_events(self._store, gtin, str(lot), upto=envelope.seq)
         if not completed or not shipped:
             return False  # this node did not see both ends
         result = reconcile(completed, shipped)
