@@ -8,29 +8,18 @@ in ONE transaction together with the serial counter and the handshake state, so 
 any instant leaves either everything or nothing. Only then is the code written to the PLC and
 the handshake acknowledged.
 
-Trigger kinds (`plcs.batch.trigger`):
-
-- coil with `ack` — request/acknowledge handshake (safe): the PLC holds the request until it
-  sees the ack. State `awaiting` is committed with the batch; a request found high and
-  unacknowledged while `awaiting` is the SAME batch (the agent stopped between commit and ack):
-  it is acknowledged again, never stamped twice. `awaiting` becomes `idle` (persisted) when the
-  PLC drops its request, before the ack is cleared, so the PLC cannot raise the next request
-  before the agent knows the last one ended.
-- holding/input register — a batch counter (safe): each step completes a batch; the counter
-  value is committed with the batch, so a re-read or a restart does not count it twice. A
-  counter that wraps (65535 → 0 for uint16) is a step; one that goes down otherwise (PLC
-  reset) only re-baselines. A jump of more than one stamps one code and raises an alarm.
-- coil without `ack` — a rising edge (unsafe: a pulse shorter than the poll period is missed).
-  The level is persisted, so a trigger still high across a restart is not a new edge.
+How the PLC signals completion (handshake, counter or rising edge) is `agent.batch_triggers`:
+the tracker hands its trigger the stamping step, which the trigger calls with the state it
+records alongside the batch.
 
 When the outbox refuses the batch (backlog or disk limit), nothing is stamped: an alarm is
-raised, the handshake is not acknowledged (the PLC holds its request) and the counter or level
-is not recorded, so the same signal completes the batch on a later poll once there is room.
+raised and the trigger records nothing, so the same signal completes the batch on a later poll
+once there is room.
 Batches of several PLCs with the same GTIN share one serial counter; `serial_lock` (one per
 outbox) keeps their allocations apart.
 
-Fault points (`sync.faults`, for the fault-injection tests): `batch.after_commit` (the batch
-is committed, the PLC not yet told) and `batch.before_ack` (the code is written, the ack not).
+Fault point (`sync.faults`, for the fault-injection tests): `batch.after_commit` (the batch
+is committed, the PLC not yet told); `batch.before_ack` is the trigger's.
 """
 
 from __future__ import annotations
@@ -42,9 +31,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
+from agent.batch_triggers import BatchTrigger
 from agent.events import format_time
 from agent.tracecode import TraceCodeError, compose
-from drivers.registers import Table, ValueType
 from sync.base import OutboxFull
 from sync.faults import fault_point
 
@@ -53,6 +42,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from agent.alarms import AlarmBoard
+    from agent.batch_triggers import PlcLink
     from agent.config import LineSection, PlcRtuConfig, PlcTcpConfig
     from agent.events import EventFactory
     from agent.shifts import ShiftCalendar
@@ -79,14 +69,6 @@ class BatchStore(Protocol):
 
     async def put_state(self, values: Mapping[str, str]) -> None:
         """Commit application state without an event."""
-        ...
-
-
-class PlcLink(Protocol):
-    """What batch tracking needs from the PLC driver."""
-
-    async def write(self, address: RegisterAddress, value: bool | float | str) -> None:  # noqa: FBT001
-        """Write one value."""
         ...
 
 
@@ -132,8 +114,6 @@ class BatchTracker:
     ) -> None:
         assert plc.batch is not None
         self.plc_id = plc.id
-        self.signals = plc.batch
-        self.params = plc.params
         self.line = line
         self._factory = factory
         self._store = store
@@ -148,30 +128,22 @@ class BatchTracker:
         self._shifts = shifts
         self.operator: str | None = None  # the last badge scanned at the line
         self.recent: list[dict[str, Any]] = []
-        self._level: bool | None = None
         self.completed = 0
+        self.trigger = BatchTrigger(
+            plc.id, plc.batch, plc.params, store=store, alarms=alarms, complete=self._complete
+        )
 
     # --- what the PLC driver must read on every poll ---------------------------------------
 
     @property
     def watch(self) -> dict[str, RegisterAddress]:
         """The PLC values one poll reads: trigger, ack, quantity and the process parameters."""
-        names: dict[str, RegisterAddress] = {"trigger": self.signals.trigger}
-        if self.signals.ack is not None:
-            names["ack"] = self.signals.ack
-        if self.signals.quantity is not None:
-            names["quantity"] = self.signals.quantity
-        if self.signals.batch_id is not None:
-            names["batch_id"] = self.signals.batch_id
-        names.update({f"param:{k}": v for k, v in self.params.items()})
-        return names
+        return self.trigger.watch
 
     @property
     def mode(self) -> str:
         """`handshake`, `counter` or `edge`."""
-        if self.signals.trigger.table in (Table.HOLDING, Table.INPUT):
-            return "counter"
-        return "handshake" if self.signals.ack is not None else "edge"
+        return self.trigger.mode
 
     # --- state ------------------------------------------------------------------------------
 
@@ -191,8 +163,7 @@ class BatchTracker:
         if raw_wo:
             self.work_order = WorkOrder(**json.loads(raw_wo))
         self.operator = self._state("operator")
-        level = self._state("level")
-        self._level = None if level is None else level == "1"
+        self.trigger.restore()
         if self.open is None:
             async with self._lock:
                 batch = self._next_open()
@@ -301,99 +272,8 @@ class BatchTracker:
     # --- the PLC signal ------------------------------------------------------------------
 
     async def on_poll(self, values: Mapping[str, Any], plc: PlcLink, *, fresh_link: bool) -> None:
-        """React to one complete poll of the PLC."""
-        match self.mode:
-            case "handshake":
-                await self._handshake(values, plc)
-            case "counter":
-                await self._counter(values)
-            case _:
-                await self._edge(values, fresh_link=fresh_link)
-
-    async def _handshake(self, values: Mapping[str, Any], plc: PlcLink) -> None:
-        assert self.signals.ack is not None
-        request, acked = bool(values["trigger"]), bool(values["ack"])
-        awaiting = self._state("handshake") == "awaiting"
-        if request and not acked and awaiting and not self._same_batch(values):
-            # The PLC rebooted while the agent was away and raises a NEW request: the stamped
-            # batch was never acknowledged, but this one is another batch and gets its own code.
-            log.warning(
-                "%s: pending request is batch %s, not the stamped batch %s: stamping it",
-                self.plc_id,
-                values.get("batch_id"),
-                self._state("awaiting_id"),
-            )
-            awaiting = False
-        if request and not acked:
-            if not awaiting:
-                stamped = {f"{self._key}:handshake": "awaiting"}
-                if "batch_id" in values:
-                    stamped[f"{self._key}:awaiting_id"] = str(values["batch_id"])
-                if await self._complete(values, stamped) is None:
-                    return
-            else:
-                log.info(
-                    "%s: request still high for batch already stamped; acknowledging again",
-                    self.plc_id,
-                )
-            code = self._state("last_code")
-            if self.signals.write_code_to is not None and code:
-                await plc.write(self.signals.write_code_to, code)
-            fault_point("batch.before_ack")
-            await plc.write(self.signals.ack, value=True)
-        elif not request:
-            if awaiting:
-                await self._store.put_state({f"{self._key}:handshake": "idle"})
-            if acked:
-                await plc.write(self.signals.ack, value=False)
-
-    def _same_batch(self, values: Mapping[str, Any]) -> bool:
-        """Whether a pending request is the batch already stamped (unknown without `batch_id`)."""
-        stamped = self._state("awaiting_id")
-        return "batch_id" not in values or stamped is None or stamped == str(values["batch_id"])
-
-    async def _counter(self, values: Mapping[str, Any]) -> None:
-        value = int(values["trigger"])
-        last = self._state("counter")
-        if last is not None and value < int(last) and self._wrapped(int(last), value):
-            last = str(value - 1)  # 65535 → 0 on a uint16 counter is one step
-        if last is None or value < int(last):
-            if last is not None:
-                log.warning(
-                    "%s: batch counter went down %s → %d (PLC reset?); re-baselined",
-                    self.plc_id,
-                    last,
-                    value,
-                )
-            await self._store.put_state({f"{self._key}:counter": str(value)})
-        elif value > int(last):
-            if value - int(last) > 1:
-                self._alarms.raise_(
-                    f"batch-gap:{self.plc_id}",
-                    "batch",
-                    f"{self.plc_id}: batch counter jumped {last} → {value}; one code stamped",
-                )
-            await self._complete(values, {f"{self._key}:counter": str(value)})
-
-    def _wrapped(self, last: int, value: int) -> bool:
-        """Whether `last` → `value` is one step of an unsigned counter rolling over."""
-        bits = {ValueType.UINT16: 16, ValueType.UINT32: 32}.get(self.signals.trigger.type)
-        return bits is not None and (value - last) % (1 << bits) == 1
-
-    async def _edge(self, values: Mapping[str, Any], *, fresh_link: bool) -> None:
-        level = bool(values["trigger"])
-        previous = self._level
-        if previous is None or level == previous:
-            if previous is None or fresh_link:
-                self._level = level
-                await self._store.put_state({f"{self._key}:level": "1" if level else "0"})
-            return
-        if level:
-            if await self._complete(values, {f"{self._key}:level": "1"}) is None:
-                return  # not stamped: the same edge is tried again on the next poll
-        else:
-            await self._store.put_state({f"{self._key}:level": "0"})
-        self._level = level
+        """React to one complete poll of the PLC (its trigger decides whether a batch is done)."""
+        await self.trigger.on_poll(values, plc, fresh_link=fresh_link)
 
     async def _complete(
         self, values: Mapping[str, Any], extra_state: dict[str, str]
