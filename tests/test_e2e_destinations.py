@@ -1,190 +1,42 @@
-"""Destinations end to end through the real agent: routing, HTTP, file drops, numbers.
+"""Destinations end to end through the real agent: routing, HTTP, the per-destination log
+lines, an MQTT 5 refusal.
 
 Real parts only: pty scanners, the test's own mosquitto, a real HTTP receiver (uvicorn serving
-a small Starlette app on a free loopback port, switchable between up, 503, 422 and slow), real
-files in `tmp_path`, the agent in process or as a process that is SIGKILLed.
+a small Starlette app on a free loopback port, switchable between up, 503, 422 and slow; see
+`destination_support`), real files in `tmp_path`, the agent in process. File drops are in
+test_e2e_file_drops.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import csv
-import io
 import json
 import logging
-import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 import httpx
-import uvicorn
-from agent_harness import AgentProcess, running_agent, write_config
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from support import Pty, free_port, subscriber, wait_until
+from agent_harness import running_agent, write_config
+from destination_support import (
+    EVENTS,
+    STAY_ROOT,
+    Arrivals,
+    Receiver,
+    destination,
+    file_destination,
+    http_destination,
+    outbox_seqs,
+    receiving,
+)
+from support import Pty, subscriber, wait_until
 
 from agent.destinations import DestinationLog
 from agent.status_view import RuntimeView
-from sync.base import Draft
-from sync.files import CSV_COLUMNS, FORMULA_TRIGGERS, FileDestinationConfig, FileSink
-from sync.outbox import Outbox
-from sync.publisher import DestinationHealth, Publisher
+from sync.publisher import DestinationHealth
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Generator
     from pathlib import Path
 
     import pytest
-    from starlette.requests import Request
-    from support import Broker, Collected
-
-    from agent.runtime import Agent
-    from agent.web.view import DestinationStatus
-
-EVENTS = "lineside/v1/plant-a/line-3/"
-# Started as root, mosquitto drops to the "mosquitto" user before it reads its ACL file.
-STAY_ROOT = "user root\n" if os.geteuid() == 0 else ""
-Mode = Literal["up", "down", "reject", "slow"]
-
-
-# -- a real HTTP receiver ----------------------------------------------------------------------
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its SIGINT/SIGTERM handlers (pytest owns the process's signals)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None]:
-        yield
-
-
-@dataclass
-class Receiver:
-    """What the HTTP receiver (a WMS/ERP stand-in) got, and how it answers now.
-
-    `up` accepts (2xx) and de-duplicates batches by Idempotency-Key; `down` answers 503 with
-    `Retry-After: 1`; `reject` answers 422; `slow` holds each request until `release` is set,
-    then accepts it.
-    """
-
-    port: int = field(default_factory=free_port)
-    mode: Mode = "up"
-    held: int = 0  # requests held in `slow` mode so far
-    release: asyncio.Event = field(default_factory=asyncio.Event)  # lets held requests go on
-    accepted: list[dict[str, Any]] = field(default_factory=list)  # events, first delivery only
-    keys: list[str] = field(default_factory=list)  # Idempotency-Key of each accepted batch
-    duplicates: list[str] = field(default_factory=list)  # keys seen again
-    refused: int = 0  # requests answered with an error
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/events"
-
-    async def handle(self, request: Request) -> Response:
-        key = request.headers.get("idempotency-key", "")
-        body = await request.body()
-        try:
-            if self.mode == "down":
-                self.refused += 1
-                return JSONResponse({"error": "maintenance"}, 503, {"Retry-After": "1"})
-            if self.mode == "reject":
-                self.refused += 1
-                return JSONResponse({"error": "unknown site plant-a"}, 422)
-            if self.mode == "slow":
-                self.held += 1
-                self.changed.set()
-                await self.release.wait()
-            if request.headers.get("content-type") != "application/json" or not key:
-                return JSONResponse({"error": "bad request"}, 400)
-            if key in self.keys:
-                self.duplicates.append(key)
-            else:
-                events = json.loads(body)
-                first, last = key.split("..")
-                assert (events[0]["id"], events[-1]["id"]) == (first, last)
-                self.keys.append(key)
-                self.accepted.extend(events)
-            return JSONResponse({"ok": True}, 200)
-        finally:
-            self.changed.set()
-
-    async def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 20) -> None:  # noqa: ASYNC109
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                self.changed.clear()
-                await self.changed.wait()
-
-
-@contextlib.asynccontextmanager
-async def receiving(receiver: Receiver) -> AsyncIterator[Receiver]:
-    """Serve `receiver` on its port while the block runs (stop it to make it "not listening")."""
-    app = Starlette(routes=[Route("/events", receiver.handle, methods=["POST"])])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=receiver.port, lifespan="off", log_config=None
-    )
-    server = _QuietServer(config)
-    task = asyncio.create_task(server.serve(), name="test-http-receiver")
-    try:
-        await wait_until(lambda: server.started or task.done(), what="receiver listening")
-        if task.done():
-            await task
-        yield receiver
-    finally:
-        receiver.release.set()  # held requests end, so that the server can shut down
-        server.should_exit = True
-        await task
-
-
-# -- helpers -----------------------------------------------------------------------------------
-
-
-def http_destination(receiver: Receiver, name: str = "erp", types: str = '["*"]') -> str:
-    return (
-        f'[[destinations]]\nname = "{name}"\nkind = "http"\nurl = "{receiver.url}"\n'
-        f"types = {types}\ntimeout_s = 10\n"
-    )
-
-
-def file_destination(
-    directory: Path, *, fmt: str = "csv", per_file: int = 5, types: str = '["*"]'
-) -> str:
-    return (
-        f'[[destinations]]\nname = "qms-drop"\nkind = "file"\ndir = "{directory}"\n'
-        f'format = "{fmt}"\nmax_events_per_file = {per_file}\ntypes = {types}\n'
-        "max_file_age_s = 0.3\n"  # part-full files roll soon (the default waits 60 s)
-    )
-
-
-class Arrivals:
-    """Scans seen at an MQTT subscriber, looked at incrementally (no re-parse per check)."""
-
-    def __init__(self, got: Collected) -> None:
-        self._got = got
-        self._looked = 0
-        self.raws: list[str] = []
-
-    def update(self) -> list[str]:
-        messages = self._got.messages
-        for topic, payload, _ in messages[self._looked :]:
-            if topic.startswith(EVENTS) and not topic.endswith("/state"):
-                event = json.loads(payload)
-                raw = event["data"].get("raw")
-                if raw is not None:
-                    self.raws.append(str(raw))
-        self._looked = len(messages)
-        return self.raws
-
-
-def destination(agent: Agent, name: str) -> DestinationStatus:
-    """The status view's entry for destination `name`."""
-    return next(d for d in RuntimeView(agent).status().destinations if d.name == name)
-
-
-def outbox_seqs(receiver: Receiver) -> list[int]:
-    return [int(e["seq"]) for e in receiver.accepted]
+    from support import Broker
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -353,146 +205,6 @@ async def test_routing_by_type_and_a_slow_destination_stalls_no_other(
     assert {"SHIP-1", *(f"RECV-{i:02d}" for i in range(20))} <= set(arrivals.update())
 
 
-# -- file drops ----------------------------------------------------------------------------------
-
-
-INJECTIONS = ('=HYPERLINK("http://evil.example","open")', "+1+2", "-3-4", "@SUM(A1:A9)")
-
-
-def complete_csv_rows(content: bytes) -> list[list[str]]:
-    """The data rows of a complete CSV drop file; AssertionError if it is partial."""
-    assert content.endswith(b"\r\n"), "file does not end with a complete row"
-    rows = list(csv.reader(io.StringIO(content.decode("utf-8"), newline="")))
-    assert tuple(rows[0]) == CSV_COLUMNS
-    assert rows[1:], "a file without events"
-    for row in rows[1:]:
-        assert len(row) == len(CSV_COLUMNS), row
-        json.loads(row[-1])
-    return rows[1:]
-
-
-def complete_jsonl_events(content: bytes) -> list[dict[str, Any]]:
-    """The events of a complete JSON Lines drop file; AssertionError if it is partial."""
-    assert content.endswith(b"\n"), "file does not end with a complete line"
-    return [json.loads(line) for line in content.splitlines()]
-
-
-async def test_file_drop_reader_never_sees_a_partial_file_and_formulas_are_neutralised(
-    tmp_path: Path, broker: Broker, pty: Pty
-) -> None:
-    drop = tmp_path / "drop"
-    config = write_config(
-        tmp_path,
-        broker,
-        {"dock-in-1": ("inbound", pty)},
-        extra=file_destination(drop, fmt="csv", per_file=3, types='["goods.received"]'),
-    )
-    seen: dict[str, bytes] = {}  # file name -> content when first seen
-    stop = asyncio.Event()
-
-    async def poll_folder() -> None:  # a legacy reader that polls the folder
-        while not stop.is_set():
-            if drop.exists():
-                for path in drop.iterdir():
-                    if path.name.startswith("."):
-                        continue  # temporary names are not for readers
-                    content = path.read_bytes()
-                    complete_csv_rows(content)
-                    assert seen.setdefault(path.name, content) == content, "file changed"
-            await asyncio.sleep(0.001)
-
-    scans = [f"FILE-{i:03d}" for i in range(150)]
-    scans[20:20] = INJECTIONS
-    async with running_agent(config):
-        reader = asyncio.create_task(poll_folder(), name="test-folder-reader")
-        try:
-            for i, raw in enumerate(scans):
-                pty.write(f"{raw}\r\n".encode())
-                if i % 10 == 9:
-                    await asyncio.sleep(0.005)
-            await wait_until(
-                lambda: (
-                    sum(c.count(b"\r\n") - 1 for c in seen.values()) >= len(scans) or reader.done()
-                ),
-                what="every scan in a complete file seen by the reader",
-            )
-        finally:
-            stop.set()
-            await reader  # raises what the reader found wrong
-    names = sorted(seen)
-    assert len(names) >= len(scans) // 3
-    rows = [row for name in names for row in complete_csv_rows(seen[name])]
-    assert [json.loads(r[-1])["raw"] for r in rows] == scans, "in order, once each"
-    assert [int(r[1]) for r in rows] == sorted(int(r[1]) for r in rows)
-    for row in rows:
-        for cell in row:
-            assert not cell.startswith(FORMULA_TRIGGERS) or cell.startswith("'"), row
-    injected = {json.loads(r[-1])["raw"]: r for r in rows if json.loads(r[-1])["raw"] in INJECTIONS}
-    assert set(injected) == set(INJECTIONS)
-    for raw, row in injected.items():
-        assert row[2] == "goods.received"
-        assert json.loads(row[-1])["raw"] == raw  # the value itself is kept, as text
-
-
-async def test_file_drop_survives_sigkill_without_partial_files_or_loss(
-    tmp_path: Path, broker: Broker, pty: Pty
-) -> None:
-    drop = tmp_path / "drop"
-    config = write_config(
-        tmp_path,
-        broker,
-        {"dock-in-1": ("inbound", pty)},
-        extra=file_destination(drop, fmt="jsonl", per_file=2, types='["goods.received"]'),
-    )
-    proc = AgentProcess(config, tmp_path / "agent.log")
-    acked = bytearray()
-    proc.start()
-    try:
-        await wait_until(
-            lambda: "scanner dock-in-1: connected" in proc.log(), timeout=30, what="agent up"
-        )
-        for i in range(300):
-            pty.write(f"KILL-{i:05d}\r\n".encode())
-            if i % 10 == 9:
-                await asyncio.sleep(0.005)
-                acked.extend(pty.read_available())
-            if i == 200:
-                await asyncio.sleep(0.01)
-                proc.kill()
-                break
-        acked.extend(pty.read_available())
-        good_reads = acked.count(b"\x06")
-        assert good_reads > 0
-        # right after the kill: every visible file is complete
-        for path in drop.glob("[!.]*"):
-            complete_jsonl_events(path.read_bytes())
-        proc.start()
-        await wait_until(
-            lambda: proc.log().count("scanner dock-in-1: connected") >= 2,
-            timeout=30,
-            what="agent restarted",
-        )
-        pty.write(b"AFTER-RESTART\r\n")
-        expected = {f"KILL-{i:05d}" for i in range(good_reads)} | {"AFTER-RESTART"}
-
-        def dropped() -> list[str]:
-            return [
-                str(e["data"]["raw"])
-                for path in sorted(drop.glob("[!.]*"))
-                for e in complete_jsonl_events(path.read_bytes())
-            ]
-
-        await wait_until(lambda: expected <= set(dropped()), timeout=30, what="all acked dropped")
-        assert list(drop.glob(".*")) == [], "leftover temporary files are cleaned up"
-    finally:
-        if proc.process is not None:
-            assert proc.terminate() == 0
-    raws = dropped()
-    first_seen = list(dict.fromkeys(raws))
-    assert first_seen == sorted(first_seen, key=lambda r: (r == "AFTER-RESTART", r)), "in order"
-    assert set(first_seen) >= expected
-
-
 # -- per-destination numbers in the log ----------------------------------------------------------
 
 
@@ -533,47 +245,6 @@ def test_destination_log_line_on_change_and_once_a_period(caplog: pytest.LogCapt
         ("WARNING", f"destination erp: down, {figures} HTTP 503: busy"),
         ("WARNING", f"destination erp: down, {figures} HTTP 503: busy"),
     ]
-
-
-# -- a sink that refuses part of a batch ---------------------------------------------------------
-
-
-async def test_file_sink_refusing_part_of_a_batch_parks_only_those(tmp_path: Path) -> None:
-    """`SinkRejected.ids`: the file sink wrote the rest of the batch; only the named ids park."""
-    drop = tmp_path / "drop"
-    config = FileDestinationConfig(
-        name="qms-drop", kind="file", dir=drop, format="csv", max_events_per_file=4
-    )
-
-    def draft(n: int) -> Draft:
-        bad = n % 5 == 2  # a payload that is no JSON object cannot be a CSV row
-        body = b'"not an object"' if bad else json.dumps({"id": f"ev-{n}", "seq": n}).encode()
-        return Draft(id=f"ev-{n}", route="goods.received", render=lambda _seq: body)
-
-    async with Outbox(tmp_path / "o.db", min_free_bytes=0, destinations=["qms-drop"]) as outbox:
-        await outbox.append_many([draft(n) for n in range(20)])
-        publisher = Publisher(
-            outbox, "qms-drop", lambda: FileSink(config), routes=frozenset({"*"}), backoff_cap=0.05
-        )
-        task = asyncio.create_task(publisher.run(), name="sync:qms-drop")
-        try:
-            await wait_until(lambda: outbox.cursor("qms-drop") == 20, what="cursor at the end")
-            await wait_until(lambda: publisher.health.quarantined == 4, what="four parked")
-            parked = await outbox.quarantined("qms-drop")
-            health = publisher.health
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    assert [q.id for q in parked] == ["ev-2", "ev-7", "ev-12", "ev-17"]
-    assert all("not a JSON object" in q.reason for q in parked)
-    rows = [
-        row for path in sorted(drop.glob("*.csv")) for row in complete_csv_rows(path.read_bytes())
-    ]
-    written = [row[0] for row in rows]
-    assert written == [f"ev-{n}" for n in range(20) if n % 5 != 2], "each good one once, in order"
-    assert health.delivered == 16
-    assert health.last_error is not None
-    assert "not a JSON object" in health.last_error
 
 
 # -- MQTT 5: a refused publish -------------------------------------------------------------------

@@ -9,7 +9,6 @@ what the subscriber sees under it came through TLS.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,21 +18,15 @@ import httpx
 import pytest
 from agent_harness import running_agent, write_config
 from certs import Pki, make_pki
+from destination_support import STAY_ROOT, destination
 from support import Broker, Collected, free_port, subscriber, wait_until
-
-from agent.status_view import RuntimeView
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from support import Pty
 
-    from agent.runtime import Agent
-    from agent.web.view import DestinationStatus
-
 TLS_EVENTS = "tls/v1/plant-a/line-3/"
-# Started as root, mosquitto drops to the "mosquitto" user before reading its files.
-STAY_ROOT = "user root\n" if os.geteuid() == 0 else ""
 
 
 class TlsBroker:
@@ -78,10 +71,6 @@ def tls_destination(tls: TlsBroker, *, ca_file: Path, password_file: Path) -> st
         f'key_file = "{tls.pki.client_key}"\n'
         f'username = "agent"\npassword_file = "{password_file}"\n'
     )
-
-
-def destination(agent: Agent, name: str) -> DestinationStatus:
-    return next(d for d in RuntimeView(agent).status().destinations if d.name == name)
 
 
 def tls_raws(got: Collected) -> list[str]:
