@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import aiomqtt
-import httpx
 
 from agent.clock import clock_synchronised
 from drivers.base import DriverError
 from drivers.modbus import ModbusPlc
 from sync.base import SyncError
 from sync.files import FileDestinationConfig
-from sync.http import HttpDestinationConfig, HttpSink, describe_transport_error
+from sync.http import HttpDestinationConfig, HttpSink
 from sync.mqtt import describe_failure
 from sync.mqtt_config import MqttDestinationConfig
 
@@ -230,20 +229,18 @@ async def check_http(dest: HttpDestinationConfig) -> Finding:
     name = f"destination {dest.name}"
     try:
         async with HttpSink(dest) as sink:
-            client = sink._client  # noqa: SLF001  # the sink's configured client (TLS, auth)
-            assert client is not None
-            response = await client.options(dest.url)
-    except httpx.RequestError as exc:
+            probe = await sink.probe()
+    except SyncError as exc:
+        return Finding(name, Status.FAIL, str(exc), "check the TLS and credential files")
+    if probe.status is None:
         return Finding(
             name,
             Status.FAIL,
-            f"{dest.url}: {describe_transport_error(exc)}",
+            f"{dest.url}: {probe.failure}",
             "check url, firewall, ca_file and the server's certificate",
         )
-    except SyncError as exc:
-        return Finding(name, Status.FAIL, str(exc), "check the TLS and credential files")
-    code = response.status_code
-    if code in (401, 403, 407):
+    code = probe.status
+    if not probe.authenticated:
         return Finding(
             name,
             Status.FAIL,

@@ -15,6 +15,9 @@ How answers and failures map onto the sync/ error family:
 TLS verification is always on (against `ca_file` when given, else the system store) unless
 `insecure_skip_verify` is explicitly true. Bearer tokens and basic-auth passwords are read from
 files when the sink starts and are held as `SecretStr`; they are never logged.
+
+`probe` asks the receiver, without sending events, whether it answers and takes the
+credentials: one `OPTIONS url` with the sink's TLS settings and headers, told as an `HttpProbe`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import email.utils
 import logging
 import ssl
 import time
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path  # noqa: TC003  # pydantic resolves the annotations at runtime
 from typing import TYPE_CHECKING, Literal, Self
@@ -48,6 +52,8 @@ BODY_EXCERPT_CHARS = 200
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 # Headers the sink sets itself; `headers` may not override them.
 RESERVED_HEADERS = frozenset({"content-type", "idempotency-key", "authorization", "content-length"})
+# Statuses that say the credentials (or the proxy's) were not accepted.
+CREDENTIALS_REFUSED_STATUSES = frozenset({401, 403, 407})
 
 
 class HttpDestinationConfig(DestinationConfig):
@@ -157,6 +163,19 @@ def describe_transport_error(exc: httpx.RequestError) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return f"timeout ({type(exc).__name__})"
     return f"{type(exc).__name__}: {exc or 'connection failed'}"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpProbe:
+    """How the receiver answered `HttpSink.probe`: its HTTP status, or why there was no answer."""
+
+    status: int | None
+    failure: str | None = None  # one line (connection, TLS, timeout) when `status` is None
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether it answered without refusing the credentials (401, 403, 407)."""
+        return self.status is not None and self.status not in CREDENTIALS_REFUSED_STATUSES
 
 
 class HttpSink:
@@ -273,3 +292,16 @@ class HttpSink:
             f"{name}: HTTP {status}: {excerpt}",
             retry_after=retry_after_seconds(response.headers.get("Retry-After")),
         )
+
+    async def probe(self) -> HttpProbe:
+        """Send `OPTIONS url` with the sink's TLS settings and credentials; say what came back."""
+        if self._client is None:
+            raise SinkUnavailable(f"{self._config.name}: the HTTP sink is not open")
+        try:
+            response = await self._client.options(self._config.url)
+        except httpx.RequestError as exc:
+            return HttpProbe(None, describe_transport_error(exc))
+        log.debug(
+            "HTTP destination %s: OPTIONS answered %d", self._config.name, response.status_code
+        )
+        return HttpProbe(response.status_code)

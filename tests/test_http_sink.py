@@ -23,7 +23,7 @@ from starlette.routing import Route
 from support import free_port, wait_until
 
 from sync.base import Envelope, SinkRejected, SinkUnavailable
-from sync.http import HttpDestinationConfig, HttpSink, retry_after_seconds
+from sync.http import HttpDestinationConfig, HttpProbe, HttpSink, retry_after_seconds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -62,18 +62,19 @@ def http_config(url: str, **extra: Any) -> HttpDestinationConfig:
 class Received:
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
 
 @dataclass
 class Endpoint:
-    """The receiving system: records every POST and answers with queued replies (else 200)."""
+    """The receiving system: records every request and answers with queued replies (else 204)."""
 
     received: list[Received] = field(default_factory=list)
     replies: list[Response] = field(default_factory=list)
     hold: asyncio.Event | None = None
 
     async def handle(self, request: Request) -> Response:
-        self.received.append(Received(dict(request.headers), await request.body()))
+        self.received.append(Received(dict(request.headers), await request.body(), request.method))
         if self.hold is not None:
             await self.hold.wait()
         if self.replies:
@@ -94,7 +95,7 @@ class TestServer(uvicorn.Server):
 @contextlib.asynccontextmanager
 async def serving(endpoint: Endpoint, scheme: str = "http", **ssl: Any) -> AsyncIterator[str]:
     """Run `endpoint` in a real uvicorn in this loop; yield the URL to POST to."""
-    app = Starlette(routes=[Route("/events", endpoint.handle, methods=["POST"])])
+    app = Starlette(routes=[Route("/events", endpoint.handle, methods=["POST", "OPTIONS"])])
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", **ssl
@@ -241,6 +242,36 @@ async def test_missing_credential_file_is_unavailable_at_start(tmp_path: Path) -
             pass
 
 
+async def test_probe_says_whether_the_receiver_takes_the_credentials(
+    endpoint: tuple[Endpoint, str], tmp_path: Path
+) -> None:
+    ep, url = endpoint
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    ep.replies.append(Response(status_code=401))
+    async with HttpSink(http_config(url, bearer_token_file=token_file)) as sink:
+        refused = await sink.probe()
+        taken = await sink.probe()
+    assert refused == HttpProbe(401)
+    assert not refused.authenticated
+    assert taken == HttpProbe(204)
+    assert taken.authenticated
+    assert [(r.method, r.body) for r in ep.received] == [("OPTIONS", b"")] * 2, "no events sent"
+    assert {r.headers["authorization"] for r in ep.received} == {"Bearer s3cret-token"}
+
+
+async def test_probe_of_a_receiver_that_is_down_says_why() -> None:
+    url = f"http://127.0.0.1:{free_port()}/events"
+    with pytest.raises(SinkUnavailable, match="not open"):
+        await HttpSink(http_config(url)).probe()
+    async with HttpSink(http_config(url)) as sink:
+        probe = await sink.probe()
+    assert probe.status is None
+    assert not probe.authenticated
+    assert probe.failure is not None
+    assert "ConnectError" in probe.failure
+
+
 def test_config_is_validated(tmp_path: Path) -> None:
     for bad in (
         {"url": "ftp://erp.local/in"},
@@ -355,3 +386,14 @@ async def test_https_without_the_ca_fails_with_a_clear_tls_error(
             await sink.send(envelopes(1))
         assert "verification is OFF" in caplog.text
     assert len(ep.received) == 1
+
+
+async def test_probe_names_a_tls_failure(pki: Pki) -> None:
+    ep = Endpoint()
+    tls = {"ssl_certfile": str(pki.server_cert), "ssl_keyfile": str(pki.server_key)}
+    async with serving(ep, "https", **tls) as url, HttpSink(http_config(url)) as sink:
+        probe = await sink.probe()
+    assert probe.status is None
+    assert probe.failure is not None
+    assert probe.failure.startswith("TLS: certificate verify failed")
+    assert ep.received == []
