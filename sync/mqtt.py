@@ -2,9 +2,12 @@
 
 `MqttSink` owns one broker connection (aiomqtt over paho). On connect it publishes the agent's
 online state retained on `{topic_base}/state`, with the offline state as the MQTT will; on a
-clean exit it publishes the offline state before disconnecting. Each `send` publishes one
-envelope to `{topic_base}/{route}` (QoS 1, not retained, payload as is, MQTT 5 user property
-``id``) and returns when its PUBACK arrived.
+clean exit it publishes the offline state before disconnecting. Each `send` publishes a batch
+of envelopes, each to `{topic_base}/{route}` (QoS 1, not retained, payload as is, MQTT 5 user
+property ``id``), and returns when every one of them has its own PUBACK. The configured window
+(publishes in flight) is cut into batches of up to `BATCH` so that several batches overlap: a
+batch costs one task and one wake-up instead of one per event, and the broker still sees a
+sliding window of single publishes.
 
 aiomqtt's `publish` drops the PUBACK reason code, so events are published through paho
 directly and matched to their PUBACK by message id in paho's v2 `on_publish` callback, which
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 from typing import TYPE_CHECKING, Any, Self
 
@@ -38,6 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["MqttDestinationConfig", "MqttSink"]
 
 log = logging.getLogger(__name__)
+
+# Envelopes per `send`: small against the window, so a batch's last PUBACK never holds up many
+# others; large enough to take the per-send costs (task, wake-up, bookkeeping) off each event.
+BATCH = 16
 
 # CONNACK codes that mean "who you are is not accepted": 3.1.1 (4, 5) and MQTT 5 (0x86, 0x87,
 # 0x8C bad authentication method).
@@ -65,6 +73,17 @@ def describe_failure(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+class _BatchWait:
+    """The PUBACKs one `send` still waits for, and the events the broker refused."""
+
+    __slots__ = ("done", "refused", "remaining")
+
+    def __init__(self, done: asyncio.Future[None], remaining: int) -> None:
+        self.done = done
+        self.remaining = remaining
+        self.refused: list[tuple[Envelope, str]] = []
+
+
 class MqttSink:
     """One MQTT broker as a destination (implements `sync.base.Sink`).
 
@@ -89,21 +108,21 @@ class MqttSink:
         self._state_topic = f"{topic_base}/state"
         self._client: aiomqtt.Client | None = None
         self._paho_log = PahoLog(log.getChild("paho"))
-        # mid -> (waiter, PUBACK deadline on the loop's clock), oldest first
-        self._pending: dict[int, tuple[asyncio.Future[ReasonCode], float]] = {}
+        # mid -> (its send's wait, its envelope, PUBACK deadline on the loop's clock), oldest first
+        self._pending: dict[int, tuple[_BatchWait, Envelope, float]] = {}
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._lost: str | None = None
         self._link_down: asyncio.Future[str] | None = None  # resolved with the cause
 
     @property
     def max_batch(self) -> int:
-        """One envelope per publish."""
-        return 1
+        """Envelopes per `send` (each its own publish): `BATCH`, or the window if smaller."""
+        return min(BATCH, self._config.window)
 
     @property
     def window(self) -> int:
-        """QoS 1 publishes in flight at once."""
-        return self._config.window
+        """`send` calls in flight: together about the configured window of QoS 1 publishes."""
+        return math.ceil(self._config.window / self.max_batch)
 
     @property
     def connected(self) -> bool:
@@ -142,8 +161,8 @@ class MqttSink:
             tls_context=context,
             logger=self._paho_log,
             # The window is enforced by the caller; these keep aiomqtt/paho from throttling
-            # below it or warning about it.
-            max_inflight_messages=config.window,
+            # below it (batches may round it up) or warning about it.
+            max_inflight_messages=self.window * self.max_batch,
             max_concurrent_outgoing_calls=config.window + 1,
         )
         client.pending_calls_threshold = config.window + 1
@@ -189,9 +208,34 @@ class MqttSink:
         log.info("%r: disconnected", self)
 
     async def send(self, batch: Sequence[Envelope]) -> None:
-        """Publish each envelope (QoS 1) and return when all are PUBACKed."""
-        for envelope in batch:
-            await self._publish_event(envelope)
+        """Publish each envelope (QoS 1) and return when all are PUBACKed.
+
+        `SinkRejected` names the envelopes the broker (or paho) refused; the others were
+        delivered. `SinkUnavailable` when the link failed before every PUBACK arrived.
+        """
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        wait = _BatchWait(loop.create_future(), len(batch))
+        mids: list[int] = []
+        try:
+            for envelope in batch:
+                mid = self._publish_event(envelope, wait)
+                if mid is not None:
+                    mids.append(mid)
+            if wait.remaining > 0:
+                await wait.done
+        finally:
+            for mid in mids:
+                self._pending.pop(mid, None)
+        if wait.refused:
+            wait.refused.sort(key=lambda refused: refused[0].seq)
+            for envelope, reason in wait.refused:
+                log.warning("%r: event %s refused: %s", self, envelope.id, reason)
+            reasons = "; ".join(sorted({reason for _, reason in wait.refused}))
+            raise SinkRejected(
+                f"{self._config.name}: {reasons}", ids=[e.id for e, _ in wait.refused]
+            )
 
     # -- internals ------------------------------------------------------------------------
 
@@ -208,8 +252,14 @@ class MqttSink:
             fault_point("mqtt.before_puback")
             entry = self._pending.pop(mid, None)
             if entry is not None:
-                if not entry[0].done():
-                    entry[0].set_result(reason_code)
+                wait, envelope, _ = entry
+                if reason_code.is_failure:
+                    refusal = (
+                        f"broker refused the publish to {self._topic_base}/{envelope.route}: "
+                        f"{reason_code.getName()} (0x{reason_code.value:02X})"
+                    )
+                    wait.refused.append((envelope, refusal))
+                self._settle(wait)
             elif aiomqtt_on_publish is not None:  # not an event: aiomqtt's own (state) publish
                 aiomqtt_on_publish(*args)
 
@@ -265,14 +315,14 @@ class MqttSink:
             self._deadline_timer.cancel()
             self._deadline_timer = None
         pending, self._pending = self._pending, {}
-        for waiter, _ in pending.values():
-            if not waiter.done():
-                waiter.set_exception(SinkUnavailable(f"{self._config.name}: {reason}"))
+        for wait, _, _ in pending.values():
+            if not wait.done.done():
+                wait.done.set_exception(SinkUnavailable(f"{self._config.name}: {reason}"))
 
     def _arm_deadline(self) -> None:
         """One timer for the oldest publish's PUBACK deadline (not one per publish)."""
         self._deadline_timer = None
-        for _, deadline in self._pending.values():
+        for _, _, deadline in self._pending.values():
             loop = asyncio.get_running_loop()
             self._deadline_timer = loop.call_at(deadline, self._check_deadline)
             return
@@ -280,7 +330,7 @@ class MqttSink:
     def _check_deadline(self) -> None:
         self._deadline_timer = None
         now = asyncio.get_running_loop().time()
-        for _, deadline in self._pending.values():
+        for _, _, deadline in self._pending.values():
             if deadline <= now:
                 # The link counts as down: the caller reconnects and sends again, same ids.
                 self._connection_lost(f"no PUBACK within {self._config.publish_timeout:g} s")
@@ -288,7 +338,14 @@ class MqttSink:
                 self._arm_deadline()
             return
 
-    async def _publish_event(self, envelope: Envelope) -> None:
+    @staticmethod
+    def _settle(wait: _BatchWait) -> None:
+        wait.remaining -= 1
+        if wait.remaining <= 0 and not wait.done.done():
+            wait.done.set_result(None)
+
+    def _publish_event(self, envelope: Envelope, wait: _BatchWait) -> int | None:
+        """Hand one envelope to paho; its PUBACK settles `wait`. The mid, or None if refused."""
         client = self._client
         if client is None:
             raise SinkUnavailable(f"{self._config.name}: not connected")
@@ -301,37 +358,20 @@ class MqttSink:
                 topic, envelope.payload, qos=1, retain=False, properties=properties
             )
         except ValueError as exc:  # an invalid topic or an oversized payload
-            raise SinkRejected(
-                f"{self._config.name}: cannot publish to {topic!r}: {exc}", ids=[envelope.id]
-            ) from exc
+            wait.refused.append((envelope, f"cannot publish to {topic!r}: {exc}"))
+            self._settle(wait)
+            return None
         if info.rc != paho.MQTT_ERR_SUCCESS:
             reason = paho.error_string(info.rc)
             raise SinkUnavailable(f"{self._config.name}: publish failed: {reason}")
         if info.is_published():  # cannot happen for QoS 1, but paho allows it
-            return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[ReasonCode] = loop.create_future()
-        self._pending[info.mid] = (waiter, loop.time() + self._config.publish_timeout)
+            self._settle(wait)
+            return None
+        deadline = asyncio.get_running_loop().time() + self._config.publish_timeout
+        self._pending[info.mid] = (wait, envelope, deadline)
         if self._deadline_timer is None:
             self._arm_deadline()
-        try:
-            reason_code = await waiter
-        finally:
-            self._pending.pop(info.mid, None)
-        if reason_code.is_failure:
-            log.warning(
-                "%r: broker refused event %s on %s: %s (0x%02X)",
-                self,
-                envelope.id,
-                topic,
-                reason_code.getName(),
-                reason_code.value,
-            )
-            raise SinkRejected(
-                f"{self._config.name}: broker refused the publish to {topic}: "
-                f"{reason_code.getName()} (0x{reason_code.value:02X})",
-                ids=[envelope.id],
-            )
+        return info.mid
 
     async def _publish_state(self, payload: bytes) -> None:
         assert self._client is not None

@@ -171,7 +171,7 @@ def test_every_field_has_a_description() -> None:
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_events_arrive_exactly_on_their_topic(broker: Broker, protocol: str) -> None:
     async with watcher(broker.port) as seen, sink(config(broker.url, protocol=protocol)) as s:
-        assert (s.max_batch, s.window) == (1, 100)
+        assert (s.max_batch, s.window) == (16, 7)  # 7 batches of 16: the window of 100
         sent = [envelope(1), envelope(2, "batch.completed"), envelope(3, "scan.rejected")]
         for env in sent:
             await s.send([env])
@@ -187,7 +187,16 @@ async def test_events_arrive_exactly_on_their_topic(broker: Broker, protocol: st
             assert user_properties(message) == []
 
 
-async def test_200_concurrent_sends_through_the_window(
+@pytest.mark.parametrize(("window", "batches"), [(50, (16, 4)), (5, (5, 1)), (1, (1, 1))])
+async def test_batches_fill_the_window_with_single_publishes(
+    broker: Broker, window: int, batches: tuple[int, int]
+) -> None:
+    async with sink(config(broker.url, window=window)) as s:
+        assert (s.max_batch, s.window) == batches
+        assert s.max_batch * s.window >= window  # rounded up, never below the window
+
+
+async def test_2000_events_in_concurrent_batches_each_with_its_puback(
     broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
@@ -195,16 +204,21 @@ async def test_200_concurrent_sends_through_the_window(
     async with watcher(broker.port, f"{BASE}/#") as seen, sink(cfg) as s:
         slots = asyncio.Semaphore(s.window)
 
-        async def one(env: Envelope) -> None:
+        async def one(batch: list[Envelope]) -> None:
             async with slots:
-                await s.send([env])
+                await s.send(batch)
+                assert not any(entry[1] in batch for entry in s._pending.values()), (
+                    "send returned before all its PUBACKs"
+                )
 
+        sent = [envelope(seq) for seq in range(1, 2001)]
         async with asyncio.TaskGroup() as group:
-            for seq in range(1, 201):
-                group.create_task(one(envelope(seq)))
-        await seen.wait_for(lambda w: len(w.on(f"{BASE}/goods.received")) == 200)
-    ids = {dict(user_properties(m))["id"] for m in seen.on(f"{BASE}/goods.received")}
-    assert ids == {f"E{seq:06d}" for seq in range(1, 201)}
+            for start in range(0, len(sent), s.max_batch):
+                group.create_task(one(sent[start : start + s.max_batch]))
+        assert not s._pending
+        await seen.wait_for(lambda w: len(w.on(f"{BASE}/goods.received")) == 2000)
+    ids = [dict(user_properties(m))["id"] for m in seen.on(f"{BASE}/goods.received")]
+    assert sorted(ids) == [e.id for e in sent]  # each exactly once
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
@@ -349,6 +363,14 @@ async def test_acl_denied_topic_is_rejected_with_the_reason(broker: Broker, tmp_
             await s.send([envelope(2, "batch.completed")])
         assert caught.value.ids == ("E000002",)
         await s.send([envelope(3)])  # the link is still good: only that event was refused
+        # in a batch, only the refused events are named; the others were delivered
+        mixed = [envelope(4), envelope(5, "batch.completed"), envelope(6), envelope(7, "bad#")]
+        with pytest.raises(SinkRejected, match=r"Not authorized \(0x87\)") as caught:
+            await s.send(mixed)
+        assert caught.value.ids == ("E000005", "E000007")
+        assert "cannot publish to" in str(caught.value)  # paho refused the wildcard topic
+        assert not s._pending
+        await s.send([envelope(8)])
 
 
 # -- TLS and authentication ----------------------------------------------------------------
