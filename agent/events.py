@@ -54,19 +54,27 @@ class UlidSource:
     def __init__(self) -> None:
         self._ms = -1
         self._random = 0
+        self._time_part = ""
 
     def __call__(self) -> str:
         """The next id."""
         ms = time.time_ns() // 1_000_000
         if ms > self._ms:
-            self._ms, self._random = ms, int.from_bytes(os.urandom(_RANDOM_BITS // 8))
+            self._random = int.from_bytes(os.urandom(_RANDOM_BITS // 8))
+            self._set_ms(ms)
         else:
             self._random += 1
             if self._random >> _RANDOM_BITS:  # 2^80 ids in one millisecond: borrow the next
-                self._ms, self._random = self._ms + 1, 0
-        value = self._ms << _RANDOM_BITS | self._random
-        # 20 bytes are 32 base32 digits; a ULID is the last 26 (130 bits, the top 2 zero)
-        return base64.b32encode(value.to_bytes(20)).translate(_CROCKFORD)[6:].decode()
+                self._random = 0
+                self._set_ms(self._ms + 1)
+        # 80 bits are exactly 16 base32 digits
+        random_part = base64.b32encode(self._random.to_bytes(_RANDOM_BITS // 8))
+        return self._time_part + random_part.translate(_CROCKFORD).decode()
+
+    def _set_ms(self, ms: int) -> None:
+        # 48 bits as 10 base32 digits (50 bits, the top 2 zero): once per millisecond
+        self._ms = ms
+        self._time_part = base64.b32encode(ms.to_bytes(10)).translate(_CROCKFORD)[6:].decode()
 
 
 new_ulid = UlidSource()

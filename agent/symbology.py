@@ -105,16 +105,29 @@ GTIN_SYMBOLOGIES = frozenset(
 )
 
 
+# Identifiers already parsed, by their three characters (biip takes microseconds for each, and a
+# station sees the same few prefixes all day). Bounded: the prefix is untrusted input.
+_KNOWN: dict[str, SymbologyIdentifier] = {}
+_KNOWN_MAX = 512
+_PREFIX_LENGTH = 3  # "]" + code character + one modifier character
+
+
 def split_identifier(text: str) -> tuple[SymbologyIdentifier | None, str]:
     """Split a decoded scan into its symbology identifier (if it has a valid one) and its data."""
-    if len(text) < 3 or text[0] != "]":  # noqa: PLR2004 - "]" + code + at least one modifier
+    if len(text) < _PREFIX_LENGTH or text[0] != "]":
         return None, text
+    known = _KNOWN.get(text[:_PREFIX_LENGTH])
+    if known is not None:
+        return known, text[_PREFIX_LENGTH:]
     try:
         identifier = SymbologyIdentifier.extract(text)
     except (ParseError, ValueError, IndexError):
         # Not an ISO/IEC 15424 identifier after all (biip indexes and int()s the modifier
         # characters): the "]" is just data of a plain barcode.
         return None, text
+    # (a system expansion prefix's length depends on its modifiers: not cached)
+    if identifier.iso_symbology != ISOSymbology.SYSTEM_EXPANSION and len(_KNOWN) < _KNOWN_MAX:
+        _KNOWN[identifier.value] = identifier
     return identifier, text[len(identifier) :]
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 from biip import ParseConfig, ParseError
 from biip.gs1_element_strings import GS1ElementString
+from biip.symbology import SymbologyIdentifier
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from ulid import ULID
@@ -17,6 +18,7 @@ from ulid import ULID
 from agent import events
 from agent.bench_drain import DeliveryWatch, peak_rss_kib
 from agent.gs1_elements import extract_element
+from agent.symbology import split_identifier
 from sync.base import Envelope
 from sync.mqtt_paho import EventProperties, PahoLog
 
@@ -97,6 +99,24 @@ def test_ulids_are_what_python_ulid_reads_unique_and_in_order() -> None:
         parsed = ULID.from_str(ident)
         assert str(parsed) == ident
         assert before - 0.002 <= parsed.timestamp <= after + 0.002
+
+
+def _biip_split(text: str) -> tuple[SymbologyIdentifier | None, str]:
+    try:
+        identifier = SymbologyIdentifier.extract(text)
+    except (ParseError, ValueError, IndexError):
+        return None, text
+    return identifier, text[len(identifier) :]
+
+
+@pytest.mark.parametrize(
+    "text", ["]d2010950110153000317", "]C1ABC", "]E09501101530003", "]Y0X", "]Y12AB", "]Y1", "]Z9"]
+)
+def test_split_identifier_from_its_cache_as_biip_says(text: str) -> None:
+    assert split_identifier(text) == _biip_split(text)
+    assert split_identifier(text) == _biip_split(text)  # again, from the cache if cached
+    other = text[:3] + "0other"  # the same prefix with other data
+    assert split_identifier(other) == _biip_split(other)
 
 
 def test_ulid_source_never_goes_back_with_the_clock() -> None:
