@@ -41,6 +41,13 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(config_path(args.config))
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _configure_logging(*, debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.INFO,
@@ -167,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
     bench.add_argument("--dir", help="working directory (default: a temporary one)")
+    bench.add_argument(
+        "--scanners",
+        type=_positive_int,
+        default=100,
+        help="scanners reading at once in the end-to-end run (default 100)",
+    )
     bench.set_defaults(func=_cmd_bench)
     doctor = with_config(sub.add_parser("doctor", help="check devices, destinations, disk, clock"))
     doctor.set_defaults(func=_cmd_doctor)

@@ -8,10 +8,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from agent.bench import render_table
+from agent.cli import main
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import pytest
     from support import Broker
 
 FIELDS = (
@@ -40,6 +42,8 @@ async def test_quick_bench_json_has_every_figure(tmp_path: Path, broker: Broker)
         broker.url,
         "--dir",
         str(tmp_path / "bench"),
+        "--scanners",
+        "7",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -50,7 +54,14 @@ async def test_quick_bench_json_has_every_figure(tmp_path: Path, broker: Broker)
     for name in FIELDS:
         assert isinstance(figures[name], float), name
         assert figures[name] > 0, name
+    assert figures["e2e_scanners"] == 7
     assert "[bench" in err.decode()  # progress while it runs
+    assert "from 7 scanners" in err.decode()
     table = render_table(figures)
     assert "end to end" in table
     assert "drain / raw publish" in table
+
+
+def test_scanners_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--scanners", "0"]) == 2
+    assert "--scanners: must be at least 1, not 0" in capsys.readouterr().err
