@@ -3,8 +3,9 @@
 `Outbox` owns the database: ONE writer connection driven by an internal writer task (appends,
 cursors, quarantine and retention all go through it, each in a transaction of its own, so a
 caller being cancelled never cuts one in half) and one reader connection for publishers and
-queries. Appends that arrive while a commit is in progress are committed together in the next
-transaction (group commit), so concurrent appenders share one fsync.
+queries (the queries are its read side, `OutboxReader` in sync/outbox_reader.py). Appends that
+arrive while a commit is in progress are committed together in the next transaction (group
+commit), so concurrent appenders share one fsync.
 """
 
 from __future__ import annotations
@@ -24,30 +25,20 @@ import aiosqlite
 from sync import retention, schema
 from sync.base import Draft, Envelope, OutboxClosed, OutboxError, OutboxFull
 from sync.group_commit import PendingAppend, build_group, free_space_problem, run_transaction
-from sync.retention import PRUNE_BATCH, QuarantineEntry
+from sync.outbox_reader import Backlog, OutboxReader
+from sync.retention import PRUNE_BATCH
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
     from types import TracebackType
+
+__all__ = ["Backlog", "Generation", "Outbox"]  # Backlog re-exported: publishers import it here
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 CURSOR_PERSIST_DELAY_S = 0.05
-BACKLOG_CACHE_S = 1.0
-# A filtered read looks at most this many rows per requested envelope, so a destination that
-# takes one rare route does not scan the whole backlog in one call; `scanned_to` says how far.
-FILTER_SCAN_FACTOR = 20
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    """What a destination has not got yet: events, payload bytes, creation time of the oldest."""
-
-    count: int
-    bytes: int
-    oldest_created: float | None
 
 
 class Generation(NamedTuple):
@@ -63,7 +54,7 @@ class _Job:
     future: asyncio.Future[Any]
 
 
-class Outbox:
+class Outbox(OutboxReader):
     """The durable, ordered store of envelopes and the delivery cursors of every destination.
 
     `async with Outbox(path) as outbox:` opens (creating the schema), and on exit drains the
@@ -91,6 +82,7 @@ class Outbox:
             raise ValueError(f"min_free_bytes must not be negative, not {min_free_bytes}")
         if any(not isinstance(d, str) or not d for d in destinations):
             raise ValueError(f"destination names must be non-empty strings: {destinations!r}")
+        super().__init__()
         self._path = path
         self._synchronous: Literal["full", "normal"] = synchronous
         self._max_backlog = max_backlog_bytes
@@ -98,22 +90,17 @@ class Outbox:
         self._dests: set[str] = set(destinations)
         self._on_commit = on_commit
         self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._appends: list[PendingAppend] = []
         self._jobs: deque[_Job] = deque()
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._closing = False
-        self._last_seq = 0
-        self._cum = 0
         self._base: tuple[int, int] | None = None  # (min cursor, cum bytes before its next row)
         self._state: dict[str, str] = {}
-        self._cursors: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._persist_timer: asyncio.TimerHandle | None = None
         self._generations: dict[str, Generation] = {}
-        self._backlog_cache: dict[tuple[str, frozenset[str]], tuple[float, int, int, Backlog]] = {}
         self.commits = 0
         """Transactions that committed appended events (group commit makes it < appends)."""
 
@@ -182,6 +169,10 @@ class Outbox:
         if self._task is None or self._closing or self._task.done():
             raise OutboxClosed("the outbox is closed")
 
+    def _reader_conn(self) -> aiosqlite.Connection:
+        self._check_open()
+        return super()._reader_conn()
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
@@ -205,11 +196,6 @@ class Outbox:
         self._wake.set()
         # shielded: the commit completes or fails as a whole even if this caller is cancelled
         return await asyncio.shield(future)
-
-    @property
-    def last_seq(self) -> int:
-        """The seq of the last committed event (0 when empty)."""
-        return self._last_seq
 
     async def wait_beyond(
         self, seq: int, *, dest: str | None = None, generation: Generation | None = None
@@ -244,83 +230,7 @@ class Outbox:
 
         await self._job(run)
 
-    # -- reading -----------------------------------------------------------------------------
-
-    async def read(
-        self, after: int, *, routes: frozenset[str] | None, limit: int
-    ) -> tuple[list[Envelope], int]:
-        """Committed envelopes after `after` in seq order (filtered by route) and `scanned_to`.
-
-        `scanned_to` is the highest seq this read covered: a destination's cursor may move to
-        it even when the rows in between are not routed to it.
-        """
-        reader = self._reader_conn()
-        high = self._last_seq  # committed, hence visible to the reader's next snapshot
-        if after >= high or limit <= 0:
-            return [], max(after, 0) if after < high else after
-        if routes is None or "*" in routes:
-            rows = list(
-                await reader.execute_fetchall(
-                    f"SELECT {schema.ENVELOPE_COLUMNS} FROM events"  # noqa: S608
-                    " WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                    (after, high, limit),
-                )
-            )
-            upper = high
-        else:
-            upper = min(high, after + limit * FILTER_SCAN_FACTOR)
-            marks = ",".join("?" * len(routes))
-            rows = list(
-                await reader.execute_fetchall(
-                    f"SELECT {schema.ENVELOPE_COLUMNS} FROM events"  # noqa: S608
-                    f" WHERE seq > ? AND seq <= ? AND route IN ({marks}) ORDER BY seq LIMIT ?",
-                    (after, upper, *sorted(routes), limit),
-                )
-            )
-        scanned = int(rows[-1][0]) if len(rows) == limit else upper
-        return [Envelope(*row) for row in rows], scanned
-
-    async def recent(self, *, limit: int, routes: frozenset[str] | None = None) -> list[Envelope]:
-        """The newest committed envelopes (of `routes`, if given), newest first."""
-        reader = self._reader_conn()
-        if routes is None or "*" in routes:
-            sql = f"SELECT {schema.ENVELOPE_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?"  # noqa: S608
-            params: tuple[object, ...] = (limit,)
-        else:
-            marks = ",".join("?" * len(routes))
-            sql = (
-                f"SELECT {schema.ENVELOPE_COLUMNS} FROM events"  # noqa: S608
-                f" WHERE route IN ({marks}) ORDER BY seq DESC LIMIT ?"
-            )
-            params = (*sorted(routes), limit)
-        rows = await reader.execute_fetchall(sql, params)
-        return [Envelope(*row) for row in rows]
-
-    async def get(self, seq: int) -> Envelope | None:
-        """The envelope with this seq, if retained."""
-        rows = list(
-            await self._reader_conn().execute_fetchall(
-                f"SELECT {schema.ENVELOPE_COLUMNS} FROM events WHERE seq = ?",  # noqa: S608
-                (seq,),
-            )
-        )
-        return Envelope(*rows[0]) if rows else None
-
-    async def lookup(self, kind: str, value: str) -> list[Envelope]:
-        """The retained envelopes indexed under the key (kind, value), in seq order."""
-        rows = await self._reader_conn().execute_fetchall(schema.LOOKUP, (kind, value, -1))
-        return [Envelope(*row) for row in rows]
-
-    def _reader_conn(self) -> aiosqlite.Connection:
-        self._check_open()
-        assert self._reader is not None
-        return self._reader
-
     # -- cursors -----------------------------------------------------------------------------
-
-    def cursor(self, dest: str) -> int:
-        """The highest seq `dest` has acknowledged contiguously (0 for a new destination)."""
-        return self._cursors.get(dest, 0)
 
     def generation(self, dest: str) -> Generation:
         """Counts of rewinds and releases of `dest`: a change means "look again"."""
@@ -376,39 +286,6 @@ class Outbox:
 
     def _min_cursor(self) -> int:
         return min((self._cursors.get(d, 0) for d in self._dests), default=0)
-
-    # -- backlog -----------------------------------------------------------------------------
-
-    async def backlog(self, dest: str, routes: frozenset[str] | None = None) -> Backlog:
-        """What `dest` (taking `routes`) has not acknowledged yet (filtered: cached for 1 s)."""
-        reader = self._reader_conn()
-        after, high = self.cursor(dest), self._last_seq
-        if after >= high:
-            return Backlog(0, 0, None)
-        if routes is None or "*" in routes:
-            rows = list(await reader.execute_fetchall(schema.BASE_AFTER, (after,)))
-            if not rows:
-                return Backlog(0, 0, None)
-            return Backlog(high - after, self._cum - int(rows[0][0]), float(rows[0][1]))
-        key = (dest, routes)
-        cached = self._backlog_cache.get(key)
-        now = time.monotonic()
-        if cached is not None and (
-            cached[1:3] == (after, high) or now - cached[0] < BACKLOG_CACHE_S
-        ):
-            return cached[3]
-        marks = ",".join("?" * len(routes))
-        rows = list(
-            await reader.execute_fetchall(
-                "SELECT count(*), coalesce(sum(length(payload)), 0), min(created) FROM events"  # noqa: S608
-                f" WHERE seq > ? AND seq <= ? AND route IN ({marks})",
-                (after, high, *sorted(routes)),
-            )
-        )
-        count, size, oldest = rows[0]
-        result = Backlog(int(count), int(size), None if oldest is None else float(oldest))
-        self._backlog_cache[key] = (now, after, high, result)
-        return result
 
     async def _backlog_base(self, conn: aiosqlite.Connection) -> int:
         """Payload bytes committed up to the smallest cursor (O(log n), cached per cursor)."""
@@ -513,10 +390,6 @@ class Outbox:
         await self._job(lambda conn: run_transaction(conn, [(schema.UPSERT_QUARANTINE, rows)]))
         log.warning("destination %s quarantined %d event(s): %s", dest, len(rows), reason)
 
-    async def quarantined(self, dest: str | None = None) -> list[QuarantineEntry]:
-        """The quarantine of one destination, or of all, in (dest, seq) order."""
-        return await retention.quarantine_entries(self._reader_conn(), dest)
-
     async def release(self, dest: str, seq: int) -> bool:
         """Mark a quarantined event for re-sending (its publisher picks it up); False if absent."""
         found = await self._job(lambda conn: retention.mark_released(conn, dest, seq))
@@ -534,10 +407,6 @@ class Outbox:
                 conn, dest, [seq], action="dropped", reason=reason, now=now
             )
         )
-
-    async def released(self, dest: str) -> list[Envelope]:
-        """Envelopes released from `dest`'s quarantine and waiting to be re-sent, in seq order."""
-        return await retention.released_envelopes(self._reader_conn(), dest)
 
     async def settle(self, dest: str, seqs: Sequence[int]) -> None:
         """Remove re-sent envelopes from `dest`'s quarantine (they were delivered)."""
