@@ -127,9 +127,7 @@ async def lot_events(
     """
     kind, value = ("gtin_lot", f"{gtin}|{lot}") if gtin else ("lot", lot)
     by_lot = [
-        envelope_json(e)
-        for e in await history.lookup(kind, value)
-        if upto is None or e.seq <= upto
+        envelope_json(e) for e in await history.lookup(kind, value) if upto is None or e.seq <= upto
     ]
     completed = [e for e in by_lot if e["type"] == "batch.completed"]
     shipped = {e["seq"]: e for e in by_lot if e["type"] == "goods.shipped"}
