@@ -74,8 +74,8 @@ QUICK = Sizes(e2e=2_000, naive=500, raw=2_000, paced=100, backlog=5_000, idle_s=
 PACED_RATE = 200.0
 # Scanners reading at once in the end-to-end run. Each waits for its read's commit (the good-read
 # reply), so this sets how full each group commit can be; `--scanners N` measures another site.
-# More is not faster here: full runs gave 5,935 events/s with 32 and 4,673 with 100 (bigger
-# groups touch more lookup-index pages per commit).
+# More is not faster end to end: full runs gave 5,935 events/s with 32 and 4,673 with 100,
+# although the outbox alone commits faster with 100 appenders (README, `lineside bench`).
 SCANNERS = 32
 
 
