@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,9 +33,6 @@ if TYPE_CHECKING:
 
 
 EVENTS = "lineside/v1/plant-a/line-3/"
-# Started as root, mosquitto drops to the "mosquitto" user before it reads its ACL, password
-# and certificate files (which live in the test's tmp_path).
-STAY_ROOT = "user root\n" if os.geteuid() == 0 else ""
 Mode = Literal["up", "down", "reject", "slow"]
 
 

@@ -40,6 +40,12 @@ def mosquitto_binary() -> str:
     return found
 
 
+# Started as root, mosquitto drops to the "mosquitto" user before it reads ACL and password
+# files, and cannot read them in pytest's private tmp_path: a broker config that names such
+# files starts with this to keep it root in that case.
+STAY_ROOT = "user root\n" if os.geteuid() == 0 else ""
+
+
 @dataclass
 class Broker:
     """A mosquitto process on a free loopback port, which a test may stop and start again."""

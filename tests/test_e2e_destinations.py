@@ -17,7 +17,6 @@ import httpx
 from agent_harness import running_agent, write_config
 from destination_support import (
     EVENTS,
-    STAY_ROOT,
     Arrivals,
     Receiver,
     destination,
@@ -26,7 +25,7 @@ from destination_support import (
     outbox_seqs,
     receiving,
 )
-from support import Pty, subscriber, wait_until
+from support import STAY_ROOT, Pty, subscriber, wait_until
 
 from agent.destinations import DestinationLog
 from agent.status_view import RuntimeView

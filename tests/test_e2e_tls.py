@@ -18,8 +18,8 @@ import httpx
 import pytest
 from agent_harness import running_agent, write_config
 from certs import Pki, make_pki
-from destination_support import STAY_ROOT, destination
-from support import Broker, Collected, free_port, subscriber, wait_until
+from destination_support import destination
+from support import STAY_ROOT, Broker, Collected, free_port, subscriber, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -18,7 +18,7 @@ import aiomqtt
 import pytest
 from certs import make_pki
 from pydantic import ValidationError
-from support import Broker, free_port, wait_until
+from support import STAY_ROOT, Broker, free_port, wait_until
 
 from sync.base import Envelope, SinkRejected, SinkUnavailable
 from sync.mqtt import MqttDestinationConfig, MqttSink
@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 BASE = "lineside/v1/plant-a/line-3"
 ONLINE = b'{"online": true}'
-# Started as root, mosquitto drops to the "mosquitto" user before it reads ACL and password
-# files, and cannot read them in pytest's private tmp_path: keep it root in that case.
-STAY_ROOT = "user root\n" if os.geteuid() == 0 else ""
 OFFLINE = b'{"online": false}'
 
 
