@@ -204,7 +204,14 @@ class Pty:
         self._device = device
 
     def unplug(self) -> None:
-        """Close both ends, as pulling the USB cable would."""
+        """Remove the link and close both ends, as pulling the USB cable would.
+
+        udev removes a /dev/serial/by-id link with its device; here that also keeps the agent's
+        retries from opening whatever pty (another test's, another suite's) gets this pty's
+        number next.
+        """
+        with contextlib.suppress(FileNotFoundError):
+            self.link.unlink()
         for fd in (self.controller, self._device):
             if fd >= 0:
                 with contextlib.suppress(OSError):

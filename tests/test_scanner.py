@@ -268,8 +268,7 @@ async def test_pty_reply_writes_good_read_and_nak(pty: Pty) -> None:
 
 
 async def test_open_failure_is_device_unavailable_with_the_reason(pty: Pty) -> None:
-    pty.unplug()
-    pty.link.unlink()
+    pty.unplug()  # (the link goes with the device)
     scanner = on_pty(pty)
     with pytest.raises(DeviceUnavailable, match="cannot open"):
         await scanner.__aenter__()
