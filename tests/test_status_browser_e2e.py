@@ -72,7 +72,8 @@ async def test_live_scans_batches_and_escaping_on_the_real_agent(
         await expect(devices).to_contain_text("dock-in-1")
         await expect(devices).to_contain_text("filler")
         await expect(devices).to_contain_text("PLC · handshake")
-        await expect(devices).to_contain_text("fill_temp_c 4.")
+        # the simulator's probe reads 4.0 °C with noise: 3.8x to 4.1x, never the same twice
+        await expect(devices).to_contain_text(re.compile(r"fill_temp_c (3\.[89]|4\.[01])\d*"))
         await expect(page.locator("#destinations")).to_contain_text("plant-broker")
         await expect(page.locator("#batch")).to_contain_text("09501101530003")
 
