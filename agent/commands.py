@@ -47,6 +47,17 @@ class WorkOrderCommand(BaseModel):
     planned_qty: int | None = Field(default=None, gt=0, description="Planned quantity.")
 
 
+def _raise_lost_cancellation() -> None:
+    """Re-raise a cancellation aiomqtt's `asyncio.wait_for` swallowed (Python 3.11, gh-86296).
+
+    The task still counts the request (`cancelling()`), so the listener stops at once instead
+    of subscribing and listening on through the agent's shutdown.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _error_text(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in exc.errors()
@@ -79,6 +90,7 @@ class CommandListener:
             try:
                 async with self._client() as client:
                     await client.subscribe(f"{self._base}/cmd/+", qos=1)
+                    _raise_lost_cancellation()
                     self.connected = True
                     attempt = 0
                     log.info("listening for commands on %s/cmd/+", self._base)

@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 MONITOR_PERIOD_S = 1.0
 DEVICE_ALARM_AFTER_S = 5.0
 RECENT_SCANS = 50
+# How long a cancelled task may take to end before it is cancelled again (see `stop_tasks`):
+# longer than a clean exit takes (an MQTT sink's offline-state publish waits up to its
+# publish_timeout, 10 s by default).
+RECANCEL_S = 15.0
 
 
 @dataclass(slots=True)
@@ -65,6 +69,28 @@ class RecentScan:
     source: str
     type: str
     data: dict[str, object]
+
+
+async def stop_tasks(
+    tasks: Sequence[asyncio.Task[None]], *, recancel_s: float = RECANCEL_S
+) -> None:
+    """Cancel `tasks` and wait until they end, cancelling again any still running after a while.
+
+    Python 3.11's `asyncio.wait_for` (which aiomqtt awaits SUBACKs and PUBACKs with) drops a
+    cancellation that arrives just as the awaited operation completes (CPython gh-86296, fixed
+    in 3.12): a task that lost its cancellation there would keep the agent from ever stopping.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=recancel_s)
+        for task in pending:
+            log.warning(
+                "task %s still running %g s after its cancellation; cancelling it again",
+                task.get_name(),
+                recancel_s,
+            )
 
 
 @dataclass
@@ -301,10 +327,8 @@ class Agent:
                 await stop.wait()
                 log.info("lineside stopping")
                 notify_stopping()
-                for task in front:
-                    task.cancel()
-            for task in back:
-                task.cancel()
+                await stop_tasks(front)
+            await stop_tasks(back)
         log.info("lineside stopped")
 
     async def _monitor(self) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import socket
@@ -13,6 +15,7 @@ import pytest
 from agent_harness import write_config
 
 from agent import systemd
+from agent.runtime import stop_tasks
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -130,3 +133,29 @@ async def test_agent_notifies_ready_pings_watchdog_and_stopping(
             process.kill()
             await process.wait()
     assert seen[-1].startswith("STOPPING=1")
+
+
+async def test_stop_tasks_cancels_again_a_task_that_lost_its_cancellation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ended = asyncio.Event()
+
+    async def loses_one_cancellation() -> None:
+        # as Python 3.11's asyncio.wait_for does when the awaited operation completes meanwhile
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            ended.set()
+
+    tasks = [
+        asyncio.create_task(loses_one_cancellation(), name="commands"),
+        asyncio.create_task(asyncio.sleep(3600), name="monitor"),
+    ]
+    await asyncio.sleep(0)
+    await stop_tasks(tasks, recancel_s=0.05)
+    assert ended.is_set()
+    assert all(task.cancelled() for task in tasks)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("task commands still running")
