@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.config import GtinText  # noqa: TC001 (pydantic resolves it at runtime)
 from agent.supervisor import backoff
 from sync.base import OutboxFull
+from sync.mqtt_paho import raise_lost_cancellation
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -45,17 +46,6 @@ class WorkOrderCommand(BaseModel):
         description="Lot of the batches of this work order (default: from lot_template).",
     )
     planned_qty: int | None = Field(default=None, gt=0, description="Planned quantity.")
-
-
-def _raise_lost_cancellation() -> None:
-    """Re-raise a cancellation aiomqtt's `asyncio.wait_for` swallowed (Python 3.11, gh-86296).
-
-    The task still counts the request (`cancelling()`), so the listener stops at once instead
-    of subscribing and listening on through the agent's shutdown.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _error_text(exc: ValidationError) -> str:
@@ -90,12 +80,13 @@ class CommandListener:
             try:
                 async with self._client() as client:
                     await client.subscribe(f"{self._base}/cmd/+", qos=1)
-                    _raise_lost_cancellation()
+                    raise_lost_cancellation()
                     self.connected = True
                     attempt = 0
                     log.info("listening for commands on %s/cmd/+", self._base)
                     async for message in client.messages:
                         await self._handle(client, message)
+                        raise_lost_cancellation()  # (the reply's PUBACK wait, too)
             except aiomqtt.MqttError as exc:
                 if self.connected:
                     log.warning("command listener lost the broker: %s", exc)

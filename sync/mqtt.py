@@ -31,7 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from sync.base import SinkRejected, SinkUnavailable
 from sync.faults import fault_point
 from sync.mqtt_config import MqttDestinationConfig
-from sync.mqtt_paho import EventProperties, PahoLog
+from sync.mqtt_paho import EventProperties, PahoLog, raise_lost_cancellation
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -184,6 +184,7 @@ class MqttSink:
         self._client = client
         try:
             await self._publish_state(self._online)
+            raise_lost_cancellation()  # a stopping publisher must not start publishing
         except BaseException:
             await self._disconnect()
             raise

@@ -1,12 +1,14 @@
-"""Adapters that make paho cheap on the hot path of the MQTT sink.
+"""Adapters around paho and aiomqtt: cheap on the sink's hot path, honest about failures.
 
 `EventProperties` is an event's MQTT 5 PUBLISH properties (user property ``id``) packed once;
 `PahoLog` is the logger paho writes to, keeping its last error for the sink's "why did the link
-drop" (paho reports socket and TLS errors only in its log).
+drop" (paho reports socket and TLS errors only in its log); `raise_lost_cancellation` re-raises
+a cancellation aiomqtt's `asyncio.wait_for` swallowed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from typing import Any
@@ -79,3 +81,16 @@ class PahoLog(logging.Logger):
             self.last_error = str(msg) % args if args else str(msg)
         if self.parent is not None and self.parent.isEnabledFor(level):
             super()._log(level, msg, args, *more, **kwargs)
+
+
+def raise_lost_cancellation() -> None:
+    """Raise `CancelledError` if this task was cancelled but an await swallowed it.
+
+    aiomqtt awaits SUBACKs and PUBACKs with `asyncio.wait_for`, which on Python 3.11 returns the
+    result instead of raising when the cancellation arrives just as the operation completes
+    (CPython gh-86296, fixed in 3.12). The task still counts the request (`cancelling()`):
+    call this after such an await so a stopping agent does not carry on.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

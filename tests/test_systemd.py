@@ -16,6 +16,7 @@ from agent_harness import write_config
 
 from agent import systemd
 from agent.runtime import stop_tasks
+from sync.mqtt_paho import raise_lost_cancellation
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -159,3 +160,19 @@ async def test_stop_tasks_cancels_again_a_task_that_lost_its_cancellation(
     assert all(task.cancelled() for task in tasks)
     [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.startswith("task commands still running")
+
+
+async def test_a_swallowed_cancellation_is_raised_again() -> None:
+    raise_lost_cancellation()  # a task nobody cancelled carries on
+
+    async def loses_its_cancellation() -> str:
+        with contextlib.suppress(asyncio.CancelledError):  # as wait_for may (gh-86296)
+            await asyncio.sleep(3600)
+        raise_lost_cancellation()
+        return "carried on"
+
+    task = asyncio.create_task(loses_its_cancellation())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
