@@ -122,8 +122,11 @@ def test_split_identifier_from_its_cache_as_biip_says(text: str) -> None:
 def test_ulid_source_never_goes_back_with_the_clock() -> None:
     source = events.UlidSource()
     first = source()
-    source._ms += 10_000  # as if the wall clock had just stepped back 10 s
-    assert source() > first
+    ahead = source._ms + 10_000
+    source._set_ms(ahead)  # as if the wall clock had just stepped back 10 s
+    after = source()
+    assert after > first
+    assert ULID.from_str(after).milliseconds == ahead  # it stays on the newest millisecond
 
 
 @pytest.mark.parametrize(
