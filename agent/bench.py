@@ -278,7 +278,7 @@ def bench_command(args: argparse.Namespace) -> int:
                 workdir=workdir,
                 quick=args.quick,
                 progress=progress,
-                scanners=args.scanners,
+                scanners=args.scanners or SCANNERS,
             )
         )
     if args.json:

@@ -177,8 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--scanners",
         type=_positive_int,
-        default=32,
-        help="scanners reading at once in the end-to-end run (default 32)",
+        help="scanners reading at once in the end-to-end run (default: agent.bench.SCANNERS, 32)",
     )
     bench.set_defaults(func=_cmd_bench)
     doctor = with_config(sub.add_parser("doctor", help="check devices, destinations, disk, clock"))
