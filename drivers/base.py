@@ -5,13 +5,24 @@ manager that opens the device and an async iterator of readings; when the link d
 a `DriverError` subclass, and the caller (a supervisor) reconnects with backoff by entering the
 driver again. Nothing here knows about `agent/` or `sync/`.
 
+Two kinds of device have a contract here: `Scanner` (framed reads) and `Plc` (snapshots of
+named values, whatever the protocol: Modbus, OPC UA, S7, EtherNet/IP). What a PLC address means
+to its user is protocol-neutral: `AddressInfo` says whether it holds a bool, an integer, a float
+or a string, how wide, and whether it can be written. Addresses whose type is in the address
+text (Modbus, S7) know it before connecting (`PlcAddress.info`); the others (OPC UA nodes,
+Logix tags) learn it from the PLC (`Plc.describe`).
+
 Errors::
 
     DriverError                  the link to a device failed; reconnect with backoff
      ├── DeviceUnavailable       the device could not be opened or connected
+     │    └── DeviceRefused      it was reached but refused us: security policy, certificate,
+     │                           credentials, access rights (retrying will not fix that)
      ├── DeviceDisconnected      an open link went away (unplugged, closed, reset)
      └── DeviceProtocolError     the device answered, but with something unusable
-                                 (Modbus exception response, garbage frame, timeout)
+          │                      (Modbus exception response, garbage frame, timeout)
+          └── AddressRejected    the device says an address does not exist, has a type that
+                                 cannot be used, or may not be accessed (names the address)
 """
 
 from __future__ import annotations
@@ -19,11 +30,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol, Self
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
     from types import TracebackType
+
+Value = bool | int | float | str
+"""A value read from or written to a PLC."""
 
 
 class DriverError(Exception):
@@ -40,6 +55,21 @@ class DeviceDisconnected(DriverError):
 
 class DeviceProtocolError(DriverError):
     """The device answered with something that cannot be used."""
+
+
+class DeviceRefused(DeviceUnavailable):
+    """The device was reached but refused the connection (security, credentials, rights)."""
+
+
+class AddressRejected(DeviceProtocolError):
+    """The device refused one address: it does not exist, has an unusable type, or is locked.
+
+    `address` is the address as configured, so the caller can point at the config key.
+    """
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,4 +171,121 @@ class Scanner(Protocol):
 
     async def reply(self, *, accepted: bool) -> None:
         """Answer the last read: good-read (accepted) or NAK (refused), if configured."""
+        ...
+
+
+# --- PLCs ---------------------------------------------------------------------------------
+
+
+class ValueKind(StrEnum):
+    """What a PLC address holds, whatever the protocol calls it."""
+
+    BOOL = "bool"
+    INTEGER = "integer"
+    FLOAT = "float"
+    STRING = "string"
+
+
+@dataclass(frozen=True, slots=True)
+class AddressInfo:
+    """What one PLC address holds and whether the agent may write it.
+
+    `bits` and `signed` describe integers (a uint16 counter wraps at 65536); `length` is the
+    most characters a string holds (None: the PLC takes any length, as an OPC UA String).
+    `type_name` is the PLC's own name for the type, for messages (`DINT`, `UInt32`, `int16`).
+    """
+
+    kind: ValueKind
+    writable: bool
+    type_name: str
+    bits: int | None = None
+    signed: bool = False
+    length: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind is ValueKind.INTEGER) != (self.bits is not None):
+            msg = "bits is given for integers, and only for them"
+            raise ValueError(msg)
+        if self.length is not None and self.kind is not ValueKind.STRING:
+            msg = "length is given for strings only"
+            raise ValueError(msg)
+
+    def wraps(self, last: int, value: int) -> bool:
+        """Whether `last` → `value` is one step of an unsigned counter rolling over."""
+        if self.kind is not ValueKind.INTEGER or self.signed or self.bits is None:
+            return False
+        return (value - last) % (1 << self.bits) == 1 and value < last
+
+
+class PlcAddress(Protocol):
+    """One address in a PLC, in its protocol's syntax; `str()` gives the configured text."""
+
+    @property
+    def info(self) -> AddressInfo | None:
+        """What the address holds, when the address text says it (else ask `Plc.describe`)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlcSnapshot:
+    """All watched values of one PLC, read in one poll.
+
+    `after_reconnect` is set on the first snapshot after the link was lost and re-established:
+    the consumer may have missed changes in between (e.g. an edge on a trigger coil).
+    """
+
+    time: datetime
+    values: dict[str, Value]
+    poll_no: int
+    after_reconnect: bool = False
+
+
+AddressT_contra = TypeVar("AddressT_contra", contravariant=True)
+
+
+class Plc(Protocol[AddressT_contra]):
+    """A PLC link of any protocol: `async with plc:` connects, `snapshots()` streams its values.
+
+    The driver is built with the named addresses it watches (`watch`); every snapshot holds all
+    of them, read in one request where the protocol allows (see each driver for its limits).
+    Writes go one value at a time over the same link, serialized with the reads.
+    """
+
+    @property
+    def id(self) -> str:
+        """The PLC's configured id."""
+        ...
+
+    @property
+    def health(self) -> DeviceHealth:
+        """The link's health, kept up to date by the driver."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def snapshots(self) -> AsyncIterator[PlcSnapshot]:
+        """Complete snapshots every poll period, for ever; reconnects by itself with backoff."""
+        ...
+
+    async def poll(self) -> PlcSnapshot:
+        """Read every watched value once (connected)."""
+        ...
+
+    async def read(self, addresses: Mapping[str, AddressT_contra]) -> dict[str, Value]:
+        """Read the named addresses once (connected); all or nothing."""
+        ...
+
+    async def write(self, address: AddressT_contra, value: Value) -> None:
+        """Write one value (connected)."""
+        ...
+
+    async def describe(self, address: AddressT_contra) -> AddressInfo:
+        """What the address holds and whether it is writable, asking the PLC when needed."""
         ...

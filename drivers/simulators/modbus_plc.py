@@ -25,33 +25,27 @@ coil 1. With `handshake=False` coil 0 is a pulse of `pulse_ms` and the line goes
 Test controls: `stop()`/`start()`/`stopped()` (the PLC goes away and comes back, memory kept),
 `restart(zero=True)` (a reboot: memory back to zero), and `faults` (Modbus exception responses,
 late answers, no answers, garbage frames). `requests` counts the requests served per function
-code. Run standalone with `python -m drivers.plc_sim --port 5020`.
+code. Run standalone with `python -m drivers.simulators.modbus_plc --port 5020`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import contextvars
-import enum
 import logging
-import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.registers import RegisterAddress, Table, Value
+from drivers.plcs.registers import RegisterAddress, Table, Value
+from drivers.simulators.line_program import LineProgram, run_standalone
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-    from types import TracebackType
-
     from pymodbus.pdu import ModbusPDU
 
 log = logging.getLogger(__name__)
@@ -63,6 +57,15 @@ QUANTITY = RegisterAddress.parse("holding:100:uint32")
 TEMPERATURE = RegisterAddress.parse("holding:110:float32")
 LINE_SPEED = RegisterAddress.parse("holding:112:uint16")
 CODE = RegisterAddress.parse("holding:200:string:64")
+SIGNALS = {  # the line program's signals (`line_program`) on this register map
+    "trigger": TRIGGER,
+    "ack": ACK,
+    "counter": COUNTER,
+    "quantity": QUANTITY,
+    "fill_temp_c": TEMPERATURE,
+    "line_speed": LINE_SPEED,
+    "code": CODE,
+}
 
 BIT_COUNT = 32
 REGISTER_COUNT = 300
@@ -73,7 +76,6 @@ _FUNCTION_CODES = {  # (read, write) function codes per table
     Table.INPUT: (4, None),
 }
 _WRITE_TABLES = {5: Table.COIL, 15: Table.COIL, 6: Table.HOLDING, 16: Table.HOLDING}
-_TICK_S = 0.05
 # Set while the simulator itself touches the datastore, so injected faults hit clients only.
 _internal_access: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "plc_sim_internal", default=False
@@ -96,16 +98,12 @@ class Faults:
         self.drop = self.garbage = False
 
 
-class _Phase(enum.Enum):
-    COUNTING = "counting"
-    WAIT_ACK = "waiting for ack"
-    WAIT_ACK_CLEAR = "waiting for ack to clear"
-    PULSE = "trigger pulse"
-    IDLE = "idle"
+class FillingLineSimulator(LineProgram):
+    """A filling line's PLC: `async with FillingLineSimulator(port=0) as sim:` then `sim.port`.
 
-
-class FillingLineSimulator:
-    """A filling line's PLC: `async with FillingLineSimulator(port=0) as sim:` then `sim.port`."""
+    The line's program is `line_program.LineProgram`'s, over the register map above (the map has
+    no batch id: that signal reads 0 and is not written).
+    """
 
     def __init__(
         self,
@@ -123,39 +121,27 @@ class FillingLineSimulator:
         pulse_ms: int = 500,
         seed: int | None = None,
     ) -> None:
+        super().__init__(
+            batch_units=batch_units,
+            units_per_s=units_per_s,
+            handshake=handshake,
+            auto=auto,
+            pulse_ms=pulse_ms,
+            seed=seed,
+            counter_modulus=0x10000,
+        )
         self.host = host
         self.port = port
         self.serial_port = serial_port
         self.baudrate = baudrate
         self.parity = parity
         self.unit = unit
-        self.batch_units = batch_units
-        self.units_per_s = units_per_s
-        self.handshake = handshake
-        self.auto = auto
-        self.pulse_ms = pulse_ms
         self.faults = Faults()
         self.requests: Counter[int] = Counter()  # served requests per function code
-        self._random = random.Random(seed)  # noqa: S311 (noise, not security)
         self._memory = self._fresh_memory()
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
-        self._loop_task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._phase = _Phase.COUNTING if auto else _Phase.IDLE
-        self._units = 0.0
-        self._pulse_left = 0.0
 
     # --- what tests look at -------------------------------------------------------------
-
-    @property
-    def batches_completed(self) -> int:
-        """The batch counter (holding 10)."""
-        return int(self.value(COUNTER))
-
-    @property
-    def last_code(self) -> str:
-        """The trace code the agent wrote back (holding 200, string:64)."""
-        return str(self.value(CODE))
 
     @property
     def running(self) -> bool:
@@ -172,25 +158,19 @@ class FillingLineSimulator:
         self._memory.store(address.table, address.address, values)
         await self._push(address.table, address.address, values)
 
+    def _read(self, signal: str) -> Value:
+        address = SIGNALS.get(signal)
+        return 0 if address is None else self.value(address)
+
+    async def _write(self, signal: str, value: Value) -> None:
+        address = SIGNALS.get(signal)
+        if address is not None:
+            await self.set_value(address, value)
+
+    def _zero(self) -> None:
+        self._memory = self._fresh_memory()
+
     # --- lifecycle ----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        self._loop_task = asyncio.create_task(self._run_line(), name="plc-sim:line")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
-            self._loop_task = None
-        await self.stop()
 
     async def start(self) -> None:
         """Start answering (again), with the memory as it was left."""
@@ -226,86 +206,6 @@ class FillingLineSimulator:
         if server is not None:
             await server.shutdown()  # type: ignore[no-untyped-call]
             log.info("PLC simulator stopped")
-
-    @contextlib.asynccontextmanager
-    async def stopped(self) -> AsyncIterator[None]:
-        """Keep the PLC away while the block runs."""
-        await self.stop()
-        try:
-            yield
-        finally:
-            await self.start()
-
-    async def restart(self, *, zero: bool = True) -> None:
-        """Reboot the PLC on the same port; `zero` clears its memory and the batch in progress."""
-        await self.stop()
-        if zero:
-            self._memory = self._fresh_memory()
-            self._units = 0.0
-            self._phase = _Phase.COUNTING if self.auto else _Phase.IDLE
-        await self.start()
-
-    async def complete_batch(self, quantity: int | None = None) -> None:
-        """Complete the current batch now: set the quantity, step the counter, raise coil 0."""
-        if self._phase in (_Phase.WAIT_ACK, _Phase.WAIT_ACK_CLEAR, _Phase.PULSE):
-            msg = f"the previous batch is not finished ({self._phase.value})"
-            raise RuntimeError(msg)
-        produced = int(self._units) if quantity is None else quantity
-        await self.set_value(QUANTITY, produced)
-        await self.set_value(COUNTER, (self.batches_completed + 1) % 0x10000)
-        await self.set_value(LINE_SPEED, 0)
-        await self.set_value(TRIGGER, value=True)
-        self._units = 0.0
-        if self.handshake:
-            self._phase = _Phase.WAIT_ACK
-        else:
-            self._phase = _Phase.PULSE
-            self._pulse_left = self.pulse_ms / 1000
-        log.info("batch %d complete, %d units", self.batches_completed, produced)
-        self._wake.set()
-
-    # --- the line's program -------------------------------------------------------------
-
-    async def _run_line(self) -> None:
-        """Run the PLC's scan cycle: count units, run the handshake, wiggle the temperature."""
-        loop = asyncio.get_running_loop()
-        last = loop.time()
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_TICK_S):
-                    await self._wake.wait()
-            self._wake.clear()
-            now = loop.time()
-            elapsed, last = now - last, now
-            await self.set_value(TEMPERATURE, 4.0 + self._random.gauss(0, 0.05))
-            await self._step(elapsed)
-
-    async def _step(self, elapsed: float) -> None:
-        ack = bool(self.value(ACK))
-        if self._phase is _Phase.COUNTING:
-            self._units = min(self._units + self.units_per_s * elapsed, float(self.batch_units))
-            await self.set_value(QUANTITY, int(self._units))
-            await self.set_value(LINE_SPEED, round(self.units_per_s * 60))
-            if self._units >= self.batch_units:
-                await self.complete_batch(self.batch_units)
-        elif self._phase is _Phase.WAIT_ACK and ack:
-            await self.set_value(TRIGGER, value=False)
-            self._phase = _Phase.WAIT_ACK_CLEAR
-        elif self._phase is _Phase.WAIT_ACK_CLEAR and not ack:
-            await self._next_batch()
-        elif self._phase is _Phase.PULSE:
-            self._pulse_left -= elapsed
-            if self._pulse_left <= 0:
-                await self.set_value(TRIGGER, value=False)
-                await self._next_batch()
-
-    async def _next_batch(self) -> None:
-        self._units = 0.0
-        if self.auto:
-            self._phase = _Phase.COUNTING
-            await self.set_value(QUANTITY, 0)
-        else:
-            self._phase = _Phase.IDLE
 
     @staticmethod
     def _fresh_memory() -> _Memory:
@@ -403,22 +303,17 @@ class _Memory:
         target[address : address + len(values)] = values
 
 
-async def _serve(host: str, port: int, *, handshake: bool) -> None:
-    async with FillingLineSimulator(host=host, port=port, handshake=handshake) as sim:
-        print(f"PLC simulator on {sim.host}:{sim.port}, unit {sim.unit}; Ctrl-C stops")  # noqa: T201
-        await asyncio.Event().wait()
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the simulator standalone until Ctrl-C."""
-    parser = argparse.ArgumentParser(description="Lineside filling-line PLC simulator")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=5020, help="TCP port to listen on")
-    parser.add_argument("--no-handshake", action="store_true", help="pulse the trigger instead")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port, handshake=not args.no_handshake))
+    run_standalone(
+        argv,
+        what="Modbus",
+        default_port=5020,
+        make=lambda host, port, handshake: FillingLineSimulator(
+            host=host, port=port, handshake=handshake
+        ),
+        banner=lambda sim: f"PLC simulator on {sim.host}:{sim.port}, unit {sim.unit}",
+    )
 
 
 if __name__ == "__main__":

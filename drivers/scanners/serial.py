@@ -5,7 +5,7 @@ may be a device path (`/dev/ttyUSB0`, a `/dev/serial/by-id/...` link) and `url` 
 URL whose link has a file descriptor (`socket://host:port` for a TCP scanner, which
 pyserial-asyncio-fast opens as a plain asyncio TCP connection; `rfc2217://` and `loop://` have no
 descriptor and are refused at config time). Reads are cut into frames by
-`drivers.framing.TerminatorFramer`; a double read of the same barcode within `dedup_ms` is
+`drivers.scanners.framing.TerminatorFramer`; a double read of the same barcode within `dedup_ms` is
 suppressed and counted. `stream()` is what an application runs: it never ends by itself and
 reconnects with full-jitter backoff while keeping `health` up to date.
 """
@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Self
 from urllib.parse import urlsplit
 
@@ -26,15 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from drivers.base import (
     DeviceDisconnected,
-    DeviceHealth,
     DeviceUnavailable,
-    DriverError,
     ScanReading,
 )
-from drivers.framing import Frame, TerminatorFramer
+from drivers.scanners.framing import TerminatorFramer
+from drivers.scanners.scanner_link import ScannerLink
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterable
+    from collections.abc import AsyncGenerator
     from types import TracebackType
 
 log = logging.getLogger(__name__)
@@ -42,8 +38,6 @@ log = logging.getLogger(__name__)
 READ_SIZE = 4096
 OPEN_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
-BACKOFF_BASE_S = 0.1
-LINK_STABLE_S = 1.0  # a re-opened link must hold this long before "link back" is logged
 STANDARD_BAUDRATES = frozenset(serial.Serial.BAUDRATES)
 # pyserial URL handlers that are not file-descriptor based: pyserial-asyncio-fast cannot read them.
 NO_FD_SCHEMES = frozenset({"rfc2217", "loop", "cp2110"})
@@ -156,7 +150,7 @@ class ScannerSettings(BaseModel):
         return link
 
 
-class SerialScanner:
+class SerialScanner(ScannerLink):
     """A barcode scanner on a serial port or a TCP socket (implements `drivers.base.Scanner`).
 
     `async with scanner:` opens the link, `readings()` yields framed reads until the link drops
@@ -165,28 +159,15 @@ class SerialScanner:
     """
 
     def __init__(self, id: str, settings: ScannerSettings) -> None:  # noqa: A002
-        self._id = id
+        super().__init__(
+            id, dedup_ms=settings.dedup_ms, reconnect_max_s=settings.reconnect_max_s, log=log
+        )
         self.settings = settings
-        self._health = DeviceHealth(device=id)
-        self._announced = False
-        self.suppressed = 0
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._terminator = _latin1(settings.terminator, "terminator")
         self._good_read = None if settings.good_read is None else _latin1(settings.good_read, "")
         self._nak = None if settings.nak is None else _latin1(settings.nak, "")
-        self._last_payload: bytes | None = None
-        self._last_payload_at = 0.0
-
-    @property
-    def id(self) -> str:
-        """The scanner's configured id."""
-        return self._id
-
-    @property
-    def health(self) -> DeviceHealth:
-        """The link's health, kept up to date by the driver."""
-        return self._health
 
     async def __aenter__(self) -> Self:
         if self._writer is not None:
@@ -263,59 +244,9 @@ class SerialScanner:
         self._health.mark_disconnected(reason)
         raise DeviceDisconnected(f"scanner {self._id}: {reason}") from lost
 
-    async def stream(self) -> AsyncGenerator[ScanReading, None]:
-        """Yield readings for ever: open, read, and on a link failure back off and reconnect.
-
-        Logs once at WARNING when the link goes down, once at INFO when it is up again, and at
-        DEBUG in between. Consume it with `contextlib.aclosing` so the link closes promptly.
-        """
-        cap = self.settings.reconnect_max_s
-        attempt = 0
-        down = False
-        loop = asyncio.get_running_loop()
-        while True:
-            up_at: float | None = None
-            seen_before = self._health.readings
-            back: asyncio.TimerHandle | None = None
-            try:
-                async with self:
-                    up_at = time.monotonic()
-                    if down:
-                        self._announced = False
-                        # Announced only once the link has held for a moment: a port that opens
-                        # and drops at once on every retry is one outage, not a flapping log.
-                        back = loop.call_later(LINK_STABLE_S, self._log_back)
-                    else:
-                        log.info("scanner %s: connected on %s", self._id, self.settings.link)
-                    down = False
-                    async for reading in self.readings():
-                        if back is not None and not self._announced:
-                            back.cancel()
-                            self._log_back()  # it carries reads: it is back
-                        yield reading
-            except DriverError as exc:
-                quick = back is not None and not self._announced
-                if back is not None:
-                    back.cancel()
-                if down or quick:
-                    log.debug("scanner %s: still down: %s", self._id, exc)
-                else:
-                    log.warning("scanner %s: link down: %s", self._id, exc)
-                down = True
-            # A link that carried reads or stayed up a while starts the backoff afresh; one
-            # that fails right after opening keeps backing off.
-            if up_at is not None and (
-                self._health.readings > seen_before or time.monotonic() - up_at >= cap
-            ):
-                attempt = 0
-            delay = random.uniform(0, min(cap, BACKOFF_BASE_S * 1.5 ** min(attempt, 40)))  # noqa: S311
-            attempt += 1
-            log.debug("scanner %s: retrying in %.2f s", self._id, delay)
-            await asyncio.sleep(delay)
-
-    def _log_back(self) -> None:
-        self._announced = True
-        log.info("scanner %s: link back on %s", self._id, self.settings.link)
+    def where(self) -> str:
+        """The port or URL, as the logs name it."""
+        return self.settings.link
 
     async def reply(self, *, accepted: bool) -> None:
         """Send the good-read (accepted) or NAK (refused) bytes, if configured and connected."""
@@ -333,36 +264,6 @@ class SerialScanner:
         except OSError as exc:  # TimeoutError included
             # The reader notices a dead link and raises; a lost beep is not worth more.
             log.debug("scanner %s: reply not sent: %s", self._id, exc)
-
-    def _readings_of(self, frames: Iterable[Frame | None]) -> list[ScanReading]:
-        """Turn frames into readings, updating health; suppressed doubles are left out."""
-        readings = []
-        for frame in frames:
-            reading = None if frame is None else self._reading(frame)
-            if reading is not None:
-                readings.append(reading)
-        return readings
-
-    def _reading(self, frame: Frame) -> ScanReading | None:
-        """Turn a frame into a reading, updating health; None when it is a suppressed double."""
-        now = time.monotonic()
-        if frame.error is None:
-            window = self.settings.dedup_ms / 1000
-            double = frame.data == self._last_payload and now - self._last_payload_at < window
-            self._last_payload, self._last_payload_at = frame.data, now
-            if double:
-                self.suppressed += 1
-                self._health.last_seen = datetime.now(UTC)
-                log.debug("scanner %s: suppressed double read %r", self._id, frame.data)
-                return None
-            log.debug("scanner %s: read %r", self._id, frame.data)
-        else:
-            self._health.record_error(frame.error)
-            log.debug("scanner %s: %s: %r", self._id, frame.error, frame.data)
-        self._health.mark_seen()
-        return ScanReading(
-            source=self._id, data=frame.data, time=datetime.now(UTC), error=frame.error
-        )
 
 
 async def _read_chunk(reader: asyncio.StreamReader, idle_limit: float | None) -> bytes | None:

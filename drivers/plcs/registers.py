@@ -27,11 +27,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
 
+from drivers.base import AddressInfo, Value, ValueKind
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
+__all__ = ["RegisterAddress", "RegisterSpec", "Table", "Value", "ValueType", "plan_reads"]
+
 WordOrder = Literal["big", "little"]
-Value = bool | int | float | str
 
 MAX_ADDRESS = 65535
 MAX_READ_REGISTERS = 125  # Modbus spec limit for function codes 3 and 4
@@ -95,9 +98,6 @@ class RegisterAddress:
         if self.table.is_bits and self.type is not ValueType.BOOL:
             msg = f"{self.table} addresses hold single bits: type must be bool, not {self.type}"
             raise ValueError(msg)
-        if not self.table.is_bits and self.type is ValueType.BOOL:
-            msg = f"{self.table} registers are 16-bit words and cannot be bool; use a coil"
-            raise ValueError(msg)
         if self.type is ValueType.STRING:
             if self.length is None:
                 msg = f"string needs a length in characters: {self.table}:{self.address}:string:N"
@@ -149,6 +149,23 @@ class RegisterAddress:
             raise ValueError(msg) from None
 
     @property
+    def info(self) -> AddressInfo:
+        """What the address holds (the protocol-neutral view the agent decides by)."""
+        writable = self.table in (Table.COIL, Table.HOLDING)
+        name = str(self.type)
+        match self.type:
+            case ValueType.BOOL:
+                return AddressInfo(ValueKind.BOOL, writable, name)
+            case ValueType.FLOAT32:
+                return AddressInfo(ValueKind.FLOAT, writable, name)
+            case ValueType.STRING:
+                return AddressInfo(ValueKind.STRING, writable, name, length=self.length)
+            case _:
+                bits = 16 if self.type in (ValueType.UINT16, ValueType.INT16) else 32
+                signed = self.type in (ValueType.INT16, ValueType.INT32)
+                return AddressInfo(ValueKind.INTEGER, writable, name, bits=bits, signed=signed)
+
+    @property
     def width(self) -> int:
         """How many bits (coil/discrete) or 16-bit words (holding/input) the value spans."""
         if self.type is ValueType.STRING:
@@ -191,7 +208,8 @@ class RegisterAddress:
             if not isinstance(value, bool) and value not in (0, 1):
                 msg = f"{self} takes a bool, not {value!r}"
                 raise TypeError(msg)
-            return [bool(value)]
+            # a bit, or a whole register holding 0 or 1 (any other value reads as true)
+            return [bool(value)] if self.table.is_bits else [int(bool(value))]
         if self.type is ValueType.STRING:
             return self._encode_string(value)
         if isinstance(value, bool | str):

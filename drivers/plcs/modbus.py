@@ -2,7 +2,7 @@
 
 `ModbusPlc` owns ONE pymodbus async client per link and serializes every request on it with an
 `asyncio.Lock` (pymodbus mixes up the responses of concurrent calls). It reads named register
-addresses (`drivers.registers`) with as few requests as the Modbus limits allow, writes coils
+addresses (`drivers.plcs.registers`) with as few requests as the Modbus limits allow, writes coils
 and registers, and offers `snapshots()`: a never-ending stream of complete, fresh snapshots of
 the watched addresses that reconnects by itself with full-jitter backoff. pymodbus's own
 reconnect is switched off (`reconnect_delay=0`) so that only one loop decides when to retry.
@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymodbus import ModbusException
@@ -30,19 +27,27 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.framer import FramerType
 
 from drivers.base import (
+    AddressInfo,
     DeviceDisconnected,
-    DeviceHealth,
     DeviceProtocolError,
     DeviceUnavailable,
-    DriverError,
+    PlcSnapshot,
 )
-from drivers.registers import ReadBlock, RegisterAddress, Table, Value, WordOrder, plan_reads
+from drivers.plcs.polling import PollingPlc
+from drivers.plcs.registers import ReadBlock, RegisterAddress, Table, Value, WordOrder, plan_reads
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-    from types import TracebackType
+    from collections.abc import Awaitable, Callable, Mapping
 
     from pymodbus.pdu import ModbusPDU
+
+__all__ = [
+    "ModbusPlc",
+    "ModbusRtuSettings",
+    "ModbusSettings",
+    "ModbusTcpSettings",
+    "PlcSnapshot",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +89,7 @@ class ModbusRtuSettings(_ModbusLinkSettings):
 ModbusSettings = ModbusTcpSettings | ModbusRtuSettings
 
 
-@dataclass(frozen=True, slots=True)
-class PlcSnapshot:
-    """All watched values of one PLC, read in one poll.
-
-    `after_reconnect` is set on the first snapshot after the link was lost and re-established:
-    the consumer may have missed changes in between (e.g. an edge on a trigger coil).
-    """
-
-    time: datetime
-    values: dict[str, Value]
-    poll_no: int
-    after_reconnect: bool = False
-
-
-class ModbusPlc:
+class ModbusPlc(PollingPlc[RegisterAddress]):
     """One PLC on one Modbus link: `async with plc:` connects, `snapshots()` streams its values."""
 
     def __init__(
@@ -110,45 +101,29 @@ class ModbusPlc:
         backoff_base_s: float = 0.2,
         backoff_cap_s: float = 10.0,
     ) -> None:
-        self._id = id
+        super().__init__(
+            id,
+            watch=watch,
+            poll_ms=settings.poll_ms,
+            backoff_base_s=backoff_base_s,
+            backoff_cap_s=backoff_cap_s,
+        )
         self.settings = settings
-        self.watch: dict[str, RegisterAddress] = dict(watch or {})
-        self.health = DeviceHealth(device=id)
-        self._backoff_base_s = backoff_base_s
-        self._backoff_cap_s = backoff_cap_s
         self._plan = plan_reads(self.watch.values())
         self._lock = asyncio.Lock()
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
-        self._entered = False
-        self._poll_no = 0
-
-    @property
-    def id(self) -> str:
-        """The PLC's configured id."""
-        return self._id
 
     @property
     def connected(self) -> bool:
         """Whether the link is open right now."""
         return self._client is not None and self._client.connected
 
-    def __repr__(self) -> str:
-        return f"ModbusPlc({self._id!r}, {self._where()})"
-
     # --- connection ---------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def _open(self) -> None:
         await self._connect()
-        self._entered = True
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._entered = False
+    async def _shut(self) -> None:
         self._close()
 
     def _where(self) -> str:
@@ -292,69 +267,9 @@ class ModbusPlc:
             raise ValueError(f"{address}: {address.table} is read-only in Modbus")
         log.debug("%s: wrote %s = %r", self._id, address, value)
 
-    async def poll(self) -> PlcSnapshot:
-        """Read every watched value once."""
-        return await self._poll(after_reconnect=False)
+    async def _read_watched(self) -> dict[str, Value]:
+        return await self._read_planned(self.watch, self._plan)
 
-    async def _poll(self, *, after_reconnect: bool) -> PlcSnapshot:
-        values = await self._read_planned(self.watch, self._plan)
-        self._poll_no += 1
-        self.health.mark_seen()
-        return PlcSnapshot(
-            time=datetime.now(UTC),
-            values=values,
-            poll_no=self._poll_no,
-            after_reconnect=after_reconnect,
-        )
-
-    # --- the stream ---------------------------------------------------------------------
-
-    async def snapshots(self) -> AsyncIterator[PlcSnapshot]:
-        """Complete, fresh snapshots every `poll_ms`, for ever; reconnects by itself.
-
-        A failed poll never yields anything: the link is closed, the error recorded in
-        `health`, and it is opened again after a full-jitter backoff. The first snapshot after
-        that carries `after_reconnect=True`. Only cancellation ends the stream.
-        """
-        loop = asyncio.get_running_loop()
-        period = self.settings.poll_ms / 1000
-        attempt = 0
-        down = False
-        lost = False
-        try:
-            while True:
-                try:
-                    if not self.connected:
-                        await self._connect()
-                    next_tick = loop.time()
-                    while True:
-                        snapshot = await self._poll(after_reconnect=lost)
-                        if down:
-                            log.info("PLC %s is back (%s)", self._id, self._where())
-                            down = False
-                        lost = False
-                        attempt = 0
-                        yield snapshot
-                        next_tick += period
-                        now = loop.time()
-                        if next_tick < now:  # a slow poll or consumer: skip the missed ticks
-                            next_tick += period * ((now - next_tick) // period + 1)
-                        await asyncio.sleep(next_tick - now)
-                except DriverError as exc:
-                    self._close()
-                    self.health.mark_disconnected(str(exc))
-                    if not down:
-                        log.warning("PLC %s is down: %s", self._id, exc)
-                        down = True
-                    else:
-                        log.debug("PLC %s still down: %s", self._id, exc)
-                    lost = self._poll_no > 0  # the consumer may have missed changes
-                    delay = random.uniform(  # noqa: S311 (jitter, not security)
-                        0, min(self._backoff_cap_s, self._backoff_base_s * 1.5**attempt)
-                    )
-                    attempt += 1
-                    await asyncio.sleep(delay)
-        finally:
-            if not self._entered:
-                self._close()
-                self.health.mark_disconnected(None)
+    async def describe(self, address: RegisterAddress) -> AddressInfo:
+        """What the address holds: the address text says it all for Modbus."""
+        return address.info
