@@ -9,7 +9,11 @@ Errors::
      ├── OutboxError             the outbox cannot take or give events
      │    ├── OutboxFull         backlog limit or disk full: the append is refused, nothing
      │    │                      already stored is touched (the one overflow policy)
-     │    └── OutboxClosed       the outbox is closed (shutting down)
+     │    ├── OutboxClosed       the outbox is closed (shutting down)
+     │    ├── OutboxDamaged      the database file fails its integrity check, or SQLite finds it
+     │    │                      corrupt: restore it from a backup, never write on as if fine
+     │    └── OutboxMissing      the directory's identity record says an outbox was made here,
+     │                           but its file is missing or empty (refused, not made anew)
      └── SinkError               a destination failed
           ├── SinkUnavailable    transient (connection lost or refused, timeout, 5xx, 429):
           │                      reconnect with backoff and resume from the cursor
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
     from types import TracebackType
 
 
@@ -45,8 +49,25 @@ class OutboxClosed(OutboxError):
     """The outbox is closed."""
 
 
+class OutboxDamaged(OutboxError):
+    """The database file is damaged (integrity check failed, or SQLite reports corruption)."""
+
+
+class OutboxMissing(OutboxError):
+    """An outbox was recorded in this directory but its file is missing or empty."""
+
+
 class SinkError(SyncError):
-    """A destination failed."""
+    """A destination failed.
+
+    `detail` is the destination's own text (an HTTP response body), which may quote the events
+    it refused: it is part of the message (status page, quarantine reason) but not of
+    `summary`, which is what logs show above DEBUG.
+    """
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(f"{message}: {detail}" if detail else message)
+        self.summary = message
 
 
 class SinkUnavailable(SinkError):
@@ -55,8 +76,10 @@ class SinkUnavailable(SinkError):
     `retry_after` is the destination's own hint in seconds (HTTP `Retry-After`), if any.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, detail: str | None = None
+    ) -> None:
+        super().__init__(message, detail=detail)
         self.retry_after = retry_after
 
 
@@ -67,8 +90,10 @@ class SinkRejected(SinkError):
     batch that was sent).
     """
 
-    def __init__(self, message: str, *, ids: Sequence[str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, ids: Sequence[str] | None = None, detail: str | None = None
+    ) -> None:
+        super().__init__(message, detail=detail)
         self.ids = tuple(ids) if ids is not None else None
 
 
@@ -111,19 +136,25 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """An event on its way into the outbox.
+    """An event on its way into the outbox, its payload already encoded around the seq.
 
-    `render` builds the payload once the outbox has assigned the event its `seq` (the payload
-    carries it). `state` is key/value application state committed in the same transaction as
-    the event (e.g. a serial-number counter), so the two can never disagree after a crash.
-    `keys` are lookup keys (e.g. ``("lot", "L1")``) indexed for later queries.
+    The payload is `head`, then the `seq` the outbox assigns inside the commit (decimal ASCII),
+    then `tail`: the outbox fills in the number itself and runs no code of the appender's.
+    `state` is key/value application state committed in the same transaction as the event
+    (e.g. a serial-number counter), so the two can never disagree after a crash. `keys` are
+    lookup keys (e.g. ``("lot", "L1")``) indexed for later queries.
     """
 
     id: str
     route: str
-    render: Callable[[int], bytes]
+    head: bytes
+    tail: bytes
     state: Mapping[str, str] = field(default_factory=dict)
     keys: Sequence[tuple[str, str]] = ()
+
+    def payload(self, seq: int) -> bytes:
+        """The payload as stored with `seq`: `head`, the seq in decimal, `tail`."""
+        return self.head + str(seq).encode() + self.tail
 
 
 @runtime_checkable

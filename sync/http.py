@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Literal, Self
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sync.base import DestinationConfig, SinkRejected, SinkUnavailable
+from sync.secrets import read_secret
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -117,11 +118,6 @@ class HttpDestinationConfig(DestinationConfig):
         if self.bearer_token_file is not None and self.username is not None:
             raise ValueError("use either bearer_token_file or username/password_file, not both")
         return self
-
-
-def read_secret(path: Path) -> SecretStr:
-    """Read the secret in `path`, without its trailing newline."""
-    return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
@@ -286,11 +282,14 @@ class HttpSink:
             log.debug("HTTP destination %s took %d events (HTTP %d)", name, len(batch), status)
             return
         excerpt = response.text[:BODY_EXCERPT_CHARS]
+        # the body may echo the events it refused (barcode contents): a detail, never logged
+        # above DEBUG
         if 400 <= status < 500 and status not in TRANSIENT_STATUSES:  # noqa: PLR2004
-            raise SinkRejected(f"HTTP {status}: {excerpt}")
+            raise SinkRejected(f"HTTP {status}", detail=excerpt)
         raise SinkUnavailable(
-            f"{name}: HTTP {status}: {excerpt}",
+            f"{name}: HTTP {status}",
             retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+            detail=excerpt,
         )
 
     async def probe(self) -> HttpProbe:

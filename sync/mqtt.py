@@ -1,13 +1,16 @@
 """The MQTT sink: events as QoS 1 publishes over a sliding window, agent state retained.
 
-`MqttSink` owns one broker connection (aiomqtt over paho). On connect it publishes the agent's
-online state retained on `{topic_base}/state`, with the offline state as the MQTT will; on a
-clean exit it publishes the offline state before disconnecting. Each `send` publishes a batch
-of envelopes, each to `{topic_base}/{route}` (QoS 1, not retained, payload as is, MQTT 5 user
-property ``id``), and returns when every one of them has its own PUBACK. The configured window
-(publishes in flight) is cut into batches of up to `BATCH` so that several batches overlap: a
-batch costs one task and one wake-up instead of one per event, and the broker still sees a
-sliding window of single publishes.
+`MqttSink` owns one broker connection (aiomqtt over paho, opened by `sync.mqtt_link`). On
+connect it publishes the agent's online state retained on the state topic, with the offline
+state as the MQTT will; on a clean exit it publishes the offline state before disconnecting.
+Each `send` publishes a batch of envelopes, each to its event type's topic (`sync.topics`; QoS
+1, not retained, payload as is, MQTT 5 user property ``id``), and returns when every one of
+them has its own PUBACK. The configured window (publishes in flight) is cut into batches of up
+to `BATCH` so that several batches overlap: a batch costs one task and one wake-up instead of
+one per event, and the broker still sees a sliding window of single publishes. A broker that
+closes the link on a publish instead of refusing it is recognised (`sync.mqtt_cutoff`). A
+`RetainedState` shared by an agent's MQTT sinks (`sync.mqtt_state`) lets the runtime replace
+the online document while connected (its health, every 30 s and on change).
 
 aiomqtt's `publish` drops the PUBACK reason code, so events are published through paho
 directly and matched to their PUBACK by message id in paho's v2 `on_publish` callback, which
@@ -21,56 +24,34 @@ import asyncio
 import logging
 import math
 import ssl
+import time
 from typing import TYPE_CHECKING, Any, Self
 
 import aiomqtt
 import paho.mqtt.client as paho
-from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.reasoncodes import ReasonCode
 
 from sync.base import SinkRejected, SinkUnavailable
 from sync.faults import fault_point
 from sync.mqtt_config import MqttDestinationConfig
-from sync.mqtt_paho import EventProperties, PahoLog, raise_lost_cancellation
+from sync.mqtt_cutoff import CUT_OFF_WITHIN_S, CutOffWatch
+from sync.mqtt_link import ClosedBeforeConnack, describe_failure, mqtt_client
+from sync.mqtt_paho import EventProperties, PahoLog, abandon, paho_of, raise_lost_cancellation
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import TracebackType
 
     from sync.base import Envelope
+    from sync.mqtt_state import RetainedState
+    from sync.topics import Topics
 
-__all__ = ["MqttDestinationConfig", "MqttSink"]
+__all__ = ["MqttDestinationConfig", "MqttSink", "describe_failure"]
 
 log = logging.getLogger(__name__)
 
 # Envelopes per `send`: small against the window, so a batch's last PUBACK never holds up many
 # others; large enough to take the per-send costs (task, wake-up, bookkeeping) off each event.
 BATCH = 16
-
-# CONNACK codes that mean "who you are is not accepted": 3.1.1 (4, 5) and MQTT 5 (0x86, 0x87,
-# 0x8C bad authentication method).
-_AUTH_REFUSED = {4, 5, 0x86, 0x87, 0x8C}
-
-
-def describe_failure(exc: BaseException) -> str:
-    """Say in one operator-readable line why a connection or publish failed."""
-    if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc is not None:
-        code = int(exc.rc.value) if isinstance(exc.rc, ReasonCode) else int(exc.rc)
-        if isinstance(exc, MqttConnectError) and code in _AUTH_REFUSED:
-            return f"not authorized (broker refused the credentials: {exc})"
-    text = str(exc)
-    # aiomqtt re-raises OSError/SSLError from the connect as MqttError(str(exc)), so the
-    # cause is recognised by its text.
-    if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
-        detail = getattr(exc, "verify_message", None) or text
-        if "hostname" in text.lower() or "IP address mismatch" in text:
-            return f"TLS: certificate verify failed (host name mismatch?): {detail}"
-        return f"TLS: certificate verify failed (wrong CA?): {detail}"
-    if isinstance(exc, ssl.SSLError) or "[SSL" in text:
-        return f"TLS: handshake failed (client certificate refused, or not a TLS port?): {text}"
-    if isinstance(exc, ConnectionRefusedError) or "Connection refused" in text:
-        return f"connection refused: {text}"
-    return text or type(exc).__name__
 
 
 class _BatchWait:
@@ -87,25 +68,34 @@ class _BatchWait:
 class MqttSink:
     """One MQTT broker as a destination (implements `sync.base.Sink`).
 
-    `topic_base` is ``{topic_prefix}/{site}/{node}``; `online_payload`/`offline_payload` are
-    the agent state documents published retained on ``{topic_base}/state``.
+    `topics` are the node's topics on this broker (`sync.topics`); `online_payload` /
+    `offline_payload` are the agent state documents published retained on its state topic.
+    `cut_offs` outlives the sink (one per destination, handed to each new connection's sink):
+    it tells a broker that refuses an event by closing the connection (`sync.mqtt_cutoff`).
     """
 
     def __init__(
         self,
         config: MqttDestinationConfig,
         *,
-        topic_base: str,
+        topics: Topics,
         client_id: str,
         online_payload: bytes,
         offline_payload: bytes,
+        cut_offs: CutOffWatch | None = None,
+        state: RetainedState | None = None,
     ) -> None:
         self._config = config
-        self._topic_base = topic_base
+        self._board = state
+        self._topics = topics
+        self._event_topics: dict[str, str] = {}  # route -> topic
         self._client_id = client_id
         self._online = online_payload
         self._offline = offline_payload
-        self._state_topic = f"{topic_base}/state"
+        self._state_topic = topics.state
+        self._cut_offs = cut_offs if cut_offs is not None else CutOffWatch(config.name)
+        self._first_event: tuple[Envelope, float] | None = None  # first published, and when
+        self._acknowledged = False  # an event's PUBACK arrived on this connection
         self._client: aiomqtt.Client | None = None
         self._paho_log = PahoLog(log.getChild("paho"))
         # mid -> (its send's wait, its envelope, PUBACK deadline on the loop's clock), oldest first
@@ -113,6 +103,7 @@ class MqttSink:
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._lost: str | None = None
         self._link_down: asyncio.Future[str] | None = None  # resolved with the cause
+        self._connack_read = False  # this connection's CONNACK came (refused or not)
 
     @property
     def max_batch(self) -> int:
@@ -142,30 +133,17 @@ class MqttSink:
         """Connect, publish the online state; `SinkUnavailable` when that fails."""
         config = self._config
         try:
-            password = config.password()
-            context = config.ssl_context()
+            client = mqtt_client(
+                config,
+                client_id=self._client_id,
+                will=aiomqtt.Will(self._state_topic, self._offline, qos=1, retain=True),
+                logger=self._paho_log,
+                # The window is enforced by the caller; this keeps aiomqtt/paho from
+                # throttling below it (batches may round it up) or warning about it.
+                inflight=self.window * self.max_batch,
+            )
         except (OSError, ssl.SSLError) as exc:
             raise SinkUnavailable(f"{config.name}: cannot load credentials: {exc}") from exc
-        v5 = config.protocol == "5"
-        client = aiomqtt.Client(
-            config.host,
-            config.port,
-            identifier=self._client_id,
-            username=config.username,
-            password=password.get_secret_value() if password is not None else None,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else True,
-            will=aiomqtt.Will(self._state_topic, self._offline, qos=1, retain=True),
-            keepalive=config.keepalive,
-            timeout=config.connect_timeout,
-            tls_context=context,
-            logger=self._paho_log,
-            # The window is enforced by the caller; these keep aiomqtt/paho from throttling
-            # below it (batches may round it up) or warning about it.
-            max_inflight_messages=self.window * self.max_batch,
-            max_concurrent_outgoing_calls=config.window + 1,
-        )
-        client.pending_calls_threshold = config.window + 1
         self._lost = self._paho_log.last_error = None
         self._link_down = asyncio.get_running_loop().create_future()
         self._hook(client)
@@ -173,23 +151,33 @@ class MqttSink:
         try:
             await self._connect(client)
         except (aiomqtt.MqttError, OSError) as exc:
-            self._abandon(client)
-            cause = describe_failure(exc)
+            abandon(client)
+            cause = describe_failure(exc, protocol=config.protocol)
             if cause == "Operation timed out":  # aiomqtt's words for a missing CONNACK
                 cause = f"no CONNACK within {config.connect_timeout:g} s"
+                if config.protocol == "5":
+                    cause += " (a broker that speaks only MQTT 3.1.1 may not answer MQTT 5)"
             raise SinkUnavailable(f"{config.name}: {cause}") from exc
         except BaseException:
-            self._abandon(client)
+            abandon(client)
             raise
         self._client = client
         try:
-            await self._publish_state(self._online)
+            await self._publish_state(self._board.payload if self._board else self._online)
             raise_lost_cancellation()  # a stopping publisher must not start publishing
         except BaseException:
             await self._disconnect()
             raise
+        if self._board is not None:
+            self._board.sinks.add(self)
         log.info("%r: connected", self)
         return self
+
+    async def publish_state(self, payload: bytes) -> None:
+        """Publish a new online state document (retained); `SinkUnavailable` when it fails."""
+        if self._client is None or self._lost is not None:
+            raise SinkUnavailable(f"{self._config.name}: not connected")
+        await self._publish_state(payload)
 
     async def __aexit__(
         self,
@@ -198,6 +186,8 @@ class MqttSink:
         tb: TracebackType | None,
     ) -> None:
         """Publish the offline state (if the link is up) and disconnect."""
+        if self._board is not None:
+            self._board.sinks.discard(self)
         if self._client is None:
             return
         if self._lost is None:
@@ -242,10 +232,17 @@ class MqttSink:
 
     def _hook(self, client: aiomqtt.Client) -> None:
         """Chain our PUBACK/disconnect handlers in front of aiomqtt's own paho callbacks."""
-        inner = client._client  # noqa: SLF001  # aiomqtt hides the PUBACK reason code
+        inner = paho_of(client)  # aiomqtt hides the PUBACK reason code
         inner.connect_timeout = self._config.connect_timeout
         aiomqtt_on_publish = inner.on_publish
         aiomqtt_on_disconnect = inner.on_disconnect
+        aiomqtt_on_connect = inner.on_connect
+        self._connack_read = False
+
+        def on_connect(*args: Any) -> None:
+            self._connack_read = True
+            if aiomqtt_on_connect is not None:
+                aiomqtt_on_connect(*args)
 
         def on_publish(*args: Any) -> None:
             # paho v2 signature: (client, userdata, mid, reason_code, properties)
@@ -254,9 +251,10 @@ class MqttSink:
             entry = self._pending.pop(mid, None)
             if entry is not None:
                 wait, envelope, _ = entry
+                self._acknowledged = True
                 if reason_code.is_failure:
                     refusal = (
-                        f"broker refused the publish to {self._topic_base}/{envelope.route}: "
+                        f"broker refused the publish to {self._event_topic(envelope.route)}: "
                         f"{reason_code.getName()} (0x{reason_code.value:02X})"
                     )
                     wait.refused.append((envelope, refusal))
@@ -267,10 +265,11 @@ class MqttSink:
         def on_disconnect(*args: Any) -> None:
             # paho v2 signature: (client, userdata, flags, reason_code, properties)
             cause = self._paho_log.last_error or f"connection lost ({args[3]})"
-            self._connection_lost(cause)
+            self._connection_lost(self._closed_by_broker(cause))
             if aiomqtt_on_disconnect is not None:
                 aiomqtt_on_disconnect(*args)
 
+        inner.on_connect = on_connect
         inner.on_publish = on_publish
         inner.on_disconnect = on_disconnect
 
@@ -279,7 +278,11 @@ class MqttSink:
 
         A TLS 1.3 broker refuses a client certificate only after the handshake, while the
         client waits for its CONNACK; aiomqtt ignores a disconnect before the CONNACK and
-        would wait for its timeout.
+        would wait for its timeout. A broker that refuses the CONNECT answers and closes at
+        once, and aiomqtt connects in an executor thread while the loop already reads: on a
+        loaded machine the refusal and the close are both read before aiomqtt's task resumes.
+        Once a CONNACK was read, aiomqtt's task is left to end with it (a refused password is
+        named as such, not as a dropped connection).
         """
         link_down = self._link_down
         assert link_down is not None
@@ -287,6 +290,8 @@ class MqttSink:
         try:
             either: list[asyncio.Future[Any]] = [connecting, link_down]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not connecting.done() and self._connack_read:
+                await asyncio.wait([connecting], timeout=self._config.connect_timeout)
         finally:
             if not connecting.done():
                 connecting.cancel()
@@ -294,16 +299,27 @@ class MqttSink:
         if not connecting.cancelled():
             connecting.result()  # raises the connect error, if any
             return
-        raise aiomqtt.MqttError(link_down.result())
+        raise ClosedBeforeConnack(link_down.result(), will_topic=self._state_topic)
 
-    @staticmethod
-    def _abandon(client: aiomqtt.Client) -> None:
-        """Close what a failed connect left open (paho keeps a socket whose handshake failed)."""
-        inner = client._client  # noqa: SLF001
-        inner._sock_close()  # noqa: SLF001  # also stops aiomqtt's reader and misc task
-        dropped = client._disconnected  # noqa: SLF001
-        if dropped.done() and not dropped.cancelled():
-            dropped.exception()  # retrieved, or asyncio logs "exception was never retrieved"
+    def _event_topic(self, route: str) -> str:
+        topic = self._event_topics.get(route)
+        if topic is None:
+            topic = self._event_topics[route] = self._topics.event(route)
+        return topic
+
+    def _closed_by_broker(self, reason: str) -> str:
+        """Why the broker closed the link: `reason`, or the event it closes it on (cut-offs)."""
+        first = self._first_event
+        if self._client is None or self._lost is not None:
+            return reason  # not connected yet (a refused connect), or already counted
+        if first is None or self._acknowledged:
+            self._cut_offs.clear()
+            return reason
+        envelope, published = first
+        if time.monotonic() - published > CUT_OFF_WITHIN_S:  # (paho may call this off the loop)
+            self._cut_offs.clear()
+            return reason
+        return self._cut_offs.cut_off(envelope.id, self._event_topic(envelope.route), reason)
 
     def _connection_lost(self, reason: str) -> None:
         """Fail every publish still waiting for its PUBACK: it will not come on this link."""
@@ -334,6 +350,7 @@ class MqttSink:
         for _, _, deadline in self._pending.values():
             if deadline <= now:
                 # The link counts as down: the caller reconnects and sends again, same ids.
+                self._cut_offs.clear()  # a silent broker, not one that closes on a publish
                 self._connection_lost(f"no PUBACK within {self._config.publish_timeout:g} s")
             else:
                 self._arm_deadline()
@@ -353,9 +370,9 @@ class MqttSink:
         if self._lost is not None:
             raise SinkUnavailable(f"{self._config.name}: {self._lost}")
         properties = EventProperties(envelope.id) if self._config.protocol == "5" else None
-        topic = f"{self._topic_base}/{envelope.route}"
+        topic = self._event_topic(envelope.route)
         try:
-            info = client._client.publish(  # noqa: SLF001  # see the module docstring
+            info = paho_of(client).publish(  # see the module docstring
                 topic, envelope.payload, qos=1, retain=False, properties=properties
             )
         except ValueError as exc:  # an invalid topic or an oversized payload
@@ -368,6 +385,8 @@ class MqttSink:
         if info.is_published():  # cannot happen for QoS 1, but paho allows it
             self._settle(wait)
             return None
+        if self._first_event is None:
+            self._first_event = (envelope, time.monotonic())
         deadline = asyncio.get_running_loop().time() + self._config.publish_timeout
         self._pending[info.mid] = (wait, envelope, deadline)
         if self._deadline_timer is None:
@@ -386,7 +405,8 @@ class MqttSink:
             )
         except (aiomqtt.MqttError, OSError) as exc:
             raise SinkUnavailable(
-                f"{self._config.name}: state publish failed: {describe_failure(exc)}"
+                f"{self._config.name}: retained state publish to {self._state_topic} failed "
+                f"(a topic it refuses, or retained messages off?): {describe_failure(exc)}"
             ) from exc
 
     async def _disconnect(self) -> None:
@@ -399,4 +419,4 @@ class MqttSink:
         except (aiomqtt.MqttError, OSError) as exc:
             log.debug("%r: disconnect: %s", self, describe_failure(exc))
         finally:
-            self._abandon(client)
+            abandon(client)

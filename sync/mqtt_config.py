@@ -15,6 +15,8 @@ from urllib.parse import SplitResult, urlsplit
 from pydantic import Field, PositiveFloat, SecretStr, field_validator, model_validator
 
 from sync.base import DestinationConfig
+from sync.secrets import read_optional_secret
+from sync.topics import Topics, TopicStyle
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
@@ -68,6 +70,19 @@ class MqttDestinationConfig(DestinationConfig):
         default="lineside/v1",
         min_length=1,
         description="Topic prefix; events go to {topic_prefix}/{site}/{node}/{type}.",
+    )
+    topic_style: TopicStyle = Field(
+        default="dotted",
+        description='How an event type becomes topic levels: "dotted" keeps it as it is '
+        '(.../goods.received), "slashed" writes its dots as levels (.../goods/received) for '
+        "brokers that refuse a '.' inside a topic level (NATS). state and cmd/ are the same "
+        "in both.",
+    )
+    commands: bool | None = Field(
+        default=None,
+        description="Whether the agent listens for commands (cmd/...) on this broker. One "
+        "broker only, so a command bridged between brokers is applied once; default: the "
+        "first mqtt destination.",
     )
     ca_file: Path | None = Field(
         default=None,
@@ -139,7 +154,16 @@ class MqttDestinationConfig(DestinationConfig):
             raise ValueError("key_file needs cert_file")
         if self.password_file is not None and self.username is None:
             raise ValueError("password_file needs username")
+        if self.topic_style == "slashed" and "." in self.topic_prefix:
+            raise ValueError(
+                'topic_prefix: has a ".", which topic_style = "slashed" is there to avoid '
+                "(brokers that refuse a '.' inside a topic level)"
+            )
         return self
+
+    def topics(self, site: str, node: str) -> Topics:
+        """The topics of node `node` of site `site` on this broker, in this topic style."""
+        return Topics.of(self.topic_prefix, site, node, self.topic_style)
 
     @property
     def tls(self) -> bool:
@@ -164,10 +188,7 @@ class MqttDestinationConfig(DestinationConfig):
 
         Raises `OSError` when the file cannot be read.
         """
-        if self.password_file is None:
-            return None
-        text = self.password_file.read_text(encoding="utf-8")
-        return SecretStr(text.removesuffix("\n").removesuffix("\r"))
+        return read_optional_secret(self.password_file)
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """Build a verifying TLS context for mqtts:// (None for mqtt://), reading the files now.

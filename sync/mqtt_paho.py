@@ -1,9 +1,13 @@
 """Adapters around paho and aiomqtt: cheap on the sink's hot path, honest about failures.
 
-`EventProperties` is an event's MQTT 5 PUBLISH properties (user property ``id``) packed once;
-`PahoLog` is the logger paho writes to, keeping its last error for the sink's "why did the link
-drop" (paho reports socket and TLS errors only in its log); `raise_lost_cancellation` re-raises
-a cancellation aiomqtt's `asyncio.wait_for` swallowed.
+The only place that touches their private parts (`tests/test_mqtt_paho.py` pins the versions
+they were checked against): `paho_of` is the paho client inside an aiomqtt client (aiomqtt's
+`publish` drops the PUBACK reason code, so events go through paho with our own callbacks);
+`abandon` closes what a failed connect left open. `EventProperties` is an event's MQTT 5
+PUBLISH properties (user property ``id``) packed once; `PahoLog` is the logger paho writes to,
+keeping its last error for the sink's "why did the link drop" (paho reports socket and TLS
+errors only in its log); `raise_lost_cancellation` re-raises a cancellation aiomqtt's
+`asyncio.wait_for` swallowed.
 """
 
 from __future__ import annotations
@@ -11,10 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import Any
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+if TYPE_CHECKING:
+    import aiomqtt
+    import paho.mqtt.client as paho
+
+CHECKED_WITH = {"aiomqtt": "2.5", "paho-mqtt": "2.2"}
+"""The minor versions whose private attributes `paho_of` and `abandon` were checked against."""
 
 _USER_PROPERTY = 0x26  # MQTT 5 property identifier of a user property (a UTF-8 string pair)
 
@@ -94,3 +106,27 @@ def raise_lost_cancellation() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def checked_versions() -> dict[str, str]:
+    """The installed aiomqtt and paho-mqtt versions as `major.minor` (compare: CHECKED_WITH)."""
+    return {name: ".".join(version(name).split(".")[:2]) for name in CHECKED_WITH}
+
+
+def paho_of(client: aiomqtt.Client) -> paho.Client:
+    """The paho client an aiomqtt client drives (aiomqtt 2.5: its private ``_client``)."""
+    inner: paho.Client = client._client  # noqa: SLF001
+    return inner
+
+
+def abandon(client: aiomqtt.Client) -> None:
+    """Close what a failed or finished connect left open.
+
+    paho keeps the socket of a failed handshake open; closing it (paho's private ``_sock_close``)
+    also stops aiomqtt's reader and misc tasks. aiomqtt's private ``_disconnected`` future is
+    marked retrieved, or asyncio logs "exception was never retrieved".
+    """
+    paho_of(client)._sock_close()  # noqa: SLF001
+    dropped = client._disconnected  # noqa: SLF001
+    if dropped.done() and not dropped.cancelled():
+        dropped.exception()

@@ -5,7 +5,15 @@ cursors, quarantine and retention all go through it, each in a transaction of it
 caller being cancelled never cuts one in half) and one reader connection for publishers and
 queries (the queries are its read side, `OutboxReader` in sync/outbox_reader.py). Appends that
 arrive while a commit is in progress are committed together in the next transaction (group
-commit), so concurrent appenders share one fsync.
+commit), so concurrent appenders share one fsync. The cursors' bookkeeping between commits
+(which moved, when they are due, each destination's generation) is `Cursors` in
+sync/outbox_cursors.py; the outbox writes what it hands out.
+
+Opening (sync/outbox_open.py) checks the file before anything is written to it: a missing or
+emptied recorded file is refused (`OutboxMissing`) unless a new sequence is asked for, a
+damaged one too (`OutboxDamaged`). While open, a database error is kept as the outbox's
+`fault` (damage for good, any other error until the next successful commit) for the owner's
+health check.
 """
 
 from __future__ import annotations
@@ -18,13 +26,25 @@ from collections import deque
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self, TypeVar
-
-import aiosqlite
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from sync import retention, schema
-from sync.base import Draft, Envelope, OutboxClosed, OutboxError, OutboxFull
-from sync.group_commit import PendingAppend, build_group, free_space_problem, run_transaction
+from sync.base import (
+    Draft,
+    Envelope,
+    OutboxClosed,
+    OutboxError,
+    OutboxFull,
+)
+from sync.group_commit import (
+    PendingAppend,
+    build_group,
+    free_space_problem,
+    most_bytes,
+    run_transaction,
+)
+from sync.outbox_cursors import Cursors, Generation
+from sync.outbox_open import open_outbox
 from sync.outbox_reader import Backlog, OutboxReader
 from sync.retention import PRUNE_BATCH
 
@@ -32,20 +52,13 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
     from types import TracebackType
 
-__all__ = ["Backlog", "Generation", "Outbox"]  # Backlog re-exported: publishers import it here
+    import aiosqlite
+
+__all__ = ["Backlog", "Generation", "Outbox"]  # re-exported: publishers import them here
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-CURSOR_PERSIST_DELAY_S = 0.05
-
-
-class Generation(NamedTuple):
-    """How often a destination's cursor was rewound and its quarantine released (wake-ups)."""
-
-    rewinds: int
-    releases: int
 
 
 @dataclass(slots=True, eq=False)
@@ -70,8 +83,15 @@ class Outbox(OutboxReader):
         min_free_bytes: int = 64 * 2**20,
         destinations: Sequence[str] = (),
         on_commit: Callable[[float, Sequence[str]], None] | None = None,
+        labels: Mapping[str, str] | None = None,
+        new_sequence: bool = False,
     ) -> None:
-        """`on_commit(seconds, routes)` is told of each committed group (for metrics)."""
+        """`on_commit(seconds, routes)` is told of each committed group (for metrics).
+
+        `labels` go into the identity record (the agent's site and node). `new_sequence`
+        allows starting anew, at seq 1, where the record says an outbox was and its file is
+        missing or empty; it never replaces a file that is there.
+        """
         if not isinstance(path, Path):
             raise TypeError(f"path must be a pathlib.Path, not {type(path).__name__}")
         if synchronous not in ("full", "normal"):
@@ -87,20 +107,23 @@ class Outbox(OutboxReader):
         self._synchronous: Literal["full", "normal"] = synchronous
         self._max_backlog = max_backlog_bytes
         self._min_free = min_free_bytes
-        self._dests: set[str] = set(destinations)
         self._on_commit = on_commit
+        self._labels = dict(labels or {})
+        self._new_sequence = new_sequence
+        self.started_anew: str | None = None
+        """Set when this open started a new sequence over a recorded outbox: what was lost."""
         self._writer: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._appends: list[PendingAppend] = []
         self._jobs: deque[_Job] = deque()
         self._wake = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._cursor_book = Cursors(destinations, persist_due=self._wake.set)
+        self._cursors = self._cursor_book.seqs  # the reader's view of the same cursors
+        # done at the next commit, rewind, release or close (created when someone waits)
+        self._changed: asyncio.Future[None] | None = None
         self._closing = False
         self._base: tuple[int, int] | None = None  # (min cursor, cum bytes before its next row)
         self._state: dict[str, str] = {}
-        self._dirty: set[str] = set()
-        self._persist_timer: asyncio.TimerHandle | None = None
-        self._generations: dict[str, Generation] = {}
         self.commits = 0
         """Transactions that committed appended events (group commit makes it < appends)."""
 
@@ -109,37 +132,35 @@ class Outbox(OutboxReader):
     async def __aenter__(self) -> Self:
         if self._task is not None:
             raise OutboxError("an Outbox can be opened only once")
-        try:
-            self._writer = await aiosqlite.connect(self._path, isolation_level=None)
-            await schema.configure(self._writer, synchronous=self._synchronous, reader=False)
-            await schema.create(self._writer)
-            w = self._writer
-            rows = await w.execute_fetchall("SELECT key, value FROM state")
-            self._state = {str(k): str(v) for k, v in rows}
-            rows = await w.execute_fetchall("SELECT dest, seq FROM cursors")
-            self._cursors = {str(d): int(s) for d, s in rows}
-            self._dests.update(self._cursors)
-            for row in await w.execute_fetchall(
-                "SELECT seq, cum_bytes FROM events ORDER BY seq DESC LIMIT 1"
-            ):
-                self._last_seq, self._cum = int(row[0]), int(row[1])
-            self._reader = await aiosqlite.connect(self._path, isolation_level=None)
-            await schema.configure(self._reader, synchronous=self._synchronous, reader=True)
-        except sqlite3.Error as exc:
-            await self._close_connections()
-            raise schema.translate(exc) from exc
-        except BaseException:
-            await self._close_connections()
-            raise
+        opened = await open_outbox(
+            self._path,
+            synchronous=self._synchronous,
+            labels=self._labels,
+            new_sequence=self._new_sequence,
+        )
+        self._writer, self._reader = opened.writer, opened.reader
+        self._state = opened.state
+        self._cursor_book.load(opened.cursors)
+        self._last_seq, self._cum = opened.last_seq, opened.cum
+        self.started_anew = opened.started_anew
         self._task = asyncio.create_task(
             self._write_loop(), name=f"outbox-writer:{self._path.name}"
         )
         log.info(
-            "outbox %s open: last seq %d, %d destination(s)",
+            "outbox %s open: last seq %d, %d destination(s), integrity checked in %.1f s",
             self._path,
             self._last_seq,
-            len(self._dests),
+            len(self._cursor_book.destinations),
+            opened.checked_s,
         )
+        recorded = opened.recorded
+        if recorded is not None and any(recorded.get(k) != v for k, v in self._labels.items()):
+            log.warning(
+                "outbox %s was recorded for %s, now opened as %s: the sequence continues",
+                self._path,
+                {k: recorded.get(k) for k in self._labels},
+                self._labels,
+            )
         return self
 
     async def __aexit__(
@@ -174,8 +195,9 @@ class Outbox(OutboxReader):
         return super()._reader_conn()
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
 
     # -- appending ---------------------------------------------------------------------------
 
@@ -197,18 +219,30 @@ class Outbox(OutboxReader):
         # shielded: the commit completes or fails as a whole even if this caller is cancelled
         return await asyncio.shield(future)
 
+    def beyond(
+        self, seq: int, *, dest: str | None = None, generation: Generation | None = None
+    ) -> asyncio.Future[None] | None:
+        """None once an event after `seq` is committed (or `dest`'s generation moved on).
+
+        Otherwise the future done at the outbox's next change (commit, rewind, release, close),
+        shared by every waiter: await it through `asyncio.wait` or `asyncio.shield`, never
+        cancel it. Waiting on it costs no task of its own. `OutboxClosed` when closed.
+        """
+        if self._last_seq > seq:
+            return None
+        if dest is not None and self.generation(dest) != generation:
+            return None
+        self._check_open()
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        return self._changed
+
     async def wait_beyond(
         self, seq: int, *, dest: str | None = None, generation: Generation | None = None
     ) -> None:
         """Return once an event after `seq` is committed (or `dest`'s generation moved on)."""
-        while True:
-            changed = self._changed
-            if self._last_seq > seq:
-                return
-            if dest is not None and self.generation(dest) != generation:
-                return
-            self._check_open()
-            await changed.wait()
+        while (changed := self.beyond(seq, dest=dest, generation=generation)) is not None:
+            await asyncio.shield(changed)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -234,65 +268,53 @@ class Outbox(OutboxReader):
 
     def generation(self, dest: str) -> Generation:
         """Counts of rewinds and releases of `dest`: a change means "look again"."""
-        return self._generations.get(dest, Generation(0, 0))
+        return self._cursor_book.generation(dest)
 
     def advance(self, dest: str, seq: int) -> None:
         """Move `dest`'s cursor forward to `seq`; persisted with the next commit or within 50 ms."""
         self._check_open()
-        self._dests.add(dest)
-        if seq <= self._cursors.get(dest, 0):
-            return
-        self._cursors[dest] = seq
-        self._dirty.add(dest)
-        if self._persist_timer is None:
-            self._persist_timer = asyncio.get_running_loop().call_later(
-                CURSOR_PERSIST_DELAY_S, self._wake.set
-            )
+        self._cursor_book.advance(dest, seq)
 
     async def rewind(self, dest: str, seq: int) -> None:
         """Set `dest`'s cursor back (or anywhere) to `seq` so it re-sends from there; persisted."""
         self._check_open()
-        if seq < 0:
-            raise ValueError(f"a cursor cannot be negative: {seq}")
-        self._dests.add(dest)
-        self._cursors[dest] = seq
-        self._dirty.add(dest)
-        rewinds, releases = self.generation(dest)
-        self._generations[dest] = Generation(rewinds + 1, releases)
+        self._cursor_book.rewind(dest, seq)
         self._notify()
         log.info("destination %s rewound to seq %d", dest, seq)
         await self.flush()
 
     async def flush(self) -> None:
         """Persist the cursors now."""
-        if self._dirty:
+        if self._cursor_book.moved:
             await self._job(self._persist_cursors_job)
 
-    def _take_dirty(self) -> list[tuple[str, int]]:
-        if self._persist_timer is not None:
-            self._persist_timer.cancel()
-            self._persist_timer = None
-        rows = [(d, self._cursors[d]) for d in self._dirty]
-        self._dirty.clear()
-        return rows
-
     async def _persist_cursors_job(self, conn: aiosqlite.Connection) -> None:
-        rows = self._take_dirty()
+        rows = self._cursor_book.take_moved()
         try:
             await run_transaction(conn, [(schema.UPSERT_CURSOR, rows)])
         except OutboxError:
-            self._dirty.update(d for d, _ in rows)
+            self._cursor_book.put_back(rows)
             raise
 
-    def _min_cursor(self) -> int:
-        return min((self._cursors.get(d, 0) for d in self._dests), default=0)
+    async def _backlog_base(
+        self, conn: aiosqlite.Connection, batch: Sequence[PendingAppend]
+    ) -> int:
+        """Payload bytes committed up to the smallest cursor, or a lower bound that will do.
 
-    async def _backlog_base(self, conn: aiosqlite.Connection) -> int:
-        """Payload bytes committed up to the smallest cursor (O(log n), cached per cursor)."""
-        low = self._min_cursor()
-        if self._base is None or self._base[0] != low:
-            rows = list(await conn.execute_fetchall(schema.BASE_AFTER, (low,)))
-            self._base = (low, int(rows[0][0]) if rows else self._cum)
+        Cursors only move forward between rewinds, so the base read for an earlier smallest
+        cursor is a lower bound of today's. While that bound already keeps `batch` within the
+        limit, it is the answer: no query, no hand-over to the database thread for each commit
+        (at line rates every event is its own commit). Read again (O(log n)) near the limit.
+        """
+        assert self._max_backlog is not None
+        low = self._cursor_book.lowest()
+        cached = self._base
+        if cached is not None and cached[0] <= low:
+            most = self._cum + most_bytes(batch)
+            if cached[0] == low or most - cached[1] <= self._max_backlog:
+                return cached[1]
+        rows = list(await conn.execute_fetchall(schema.BASE_AFTER, (low,)))
+        self._base = (low, int(rows[0][0]) if rows else self._cum)
         return self._base[1]
 
     # -- the writer --------------------------------------------------------------------------
@@ -312,12 +334,12 @@ class Outbox(OutboxReader):
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                if self._appends or self._dirty:
+                if self._appends or self._cursor_book.moved:
                     await self._commit_group(conn)
                 while self._jobs:
                     await self._run_job(conn, self._jobs.popleft())
                 if self._closing and not self._appends and not self._jobs:
-                    if self._dirty:
+                    if self._cursor_book.moved:
                         await self._commit_group(conn)
                     return
         finally:
@@ -327,13 +349,13 @@ class Outbox(OutboxReader):
             for job in self._jobs:
                 job.future.set_exception(closed)
 
-    @staticmethod
-    async def _run_job(conn: aiosqlite.Connection, job: _Job) -> None:
+    async def _run_job(self, conn: aiosqlite.Connection, job: _Job) -> None:
         try:
             result = await job.run(conn)
         except sqlite3.Error as exc:
-            job.future.set_exception(schema.translate(exc))
+            job.future.set_exception(self._database_error(exc))
         except OutboxError as exc:
+            self._record_fault(exc)
             job.future.set_exception(exc)
         else:
             job.future.set_result(result)
@@ -345,7 +367,7 @@ class Outbox(OutboxReader):
             for item in batch:
                 item.future.set_exception(OutboxFull(problem))
             batch = []
-        base = await self._backlog_base(conn) if batch and self._max_backlog is not None else 0
+        base = await self._backlog_base(conn, batch) if batch and self._max_backlog else 0
         group = build_group(
             batch,
             last_seq=self._last_seq,
@@ -354,7 +376,7 @@ class Outbox(OutboxReader):
             max_backlog=self._max_backlog,
             now=time.time(),
         )
-        cursors = self._take_dirty()
+        cursors = self._cursor_book.take_moved()
         started = time.monotonic()
         try:
             await run_transaction(
@@ -367,14 +389,16 @@ class Outbox(OutboxReader):
                 ],
             )
         except OutboxError as exc:
-            self._dirty.update(d for d, _ in cursors)
+            self._cursor_book.put_back(cursors)
+            self._record_fault(exc)
             group.fail(exc)
             return
+        self._clear_fault()
         if group.events:
             self.commits += 1
             self._last_seq, self._cum = group.last_seq, group.cum
             self._state.update(group.states)
-            group.answer()
+            self._remember(group.answer())
             self._notify()
             if self._on_commit is not None:
                 self._on_commit(time.monotonic() - started, [row[2] for row in group.events])
@@ -388,14 +412,13 @@ class Outbox(OutboxReader):
         now = time.time()
         rows = [(dest, e.seq, e.id, e.route, reason, now) for e in envelopes]
         await self._job(lambda conn: run_transaction(conn, [(schema.UPSERT_QUARANTINE, rows)]))
-        log.warning("destination %s quarantined %d event(s): %s", dest, len(rows), reason)
+        log.debug("destination %s quarantined %d event(s): %s", dest, len(rows), reason)
 
     async def release(self, dest: str, seq: int) -> bool:
         """Mark a quarantined event for re-sending (its publisher picks it up); False if absent."""
         found = await self._job(lambda conn: retention.mark_released(conn, dest, seq))
         if found:
-            rewinds, releases = self.generation(dest)
-            self._generations[dest] = Generation(rewinds, releases + 1)
+            self._cursor_book.released(dest)
             self._notify()
         return found
 
@@ -428,7 +451,7 @@ class Outbox(OutboxReader):
         own transaction, so appends go on in between.
         """
         total, start = 0, 0
-        while self._dests:
+        while self._cursor_book.destinations:
             seqs = await self._job(partial(self._prune_job, older_than=older_than, start=start))
             total += len(seqs)
             if len(seqs) < PRUNE_BATCH:
@@ -441,12 +464,15 @@ class Outbox(OutboxReader):
     async def _prune_job(
         self, conn: aiosqlite.Connection, older_than: float, start: int
     ) -> list[int]:
-        upto = min(self._min_cursor(), self._last_seq - 1)
-        cursors = self._take_dirty()
+        upto = min(self._cursor_book.lowest(), self._last_seq - 1)
+        cursors = self._cursor_book.take_moved()
         try:
-            return await retention.prune_batch(
+            seqs = await retention.prune_batch(
                 conn, start=start, upto=upto, older_than=older_than, cursors=cursors
             )
         except BaseException:
-            self._dirty.update(d for d, _ in cursors)
+            self._cursor_book.put_back(cursors)
             raise
+        if seqs:
+            self._tail.clear()  # a rewound reader must not find deleted events in memory
+        return seqs

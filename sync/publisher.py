@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any
 
 from sync.base import Envelope, Lingering, LinkWatcher, Sink, SinkRejected, SinkUnavailable
 from sync.faults import fault_point
 from sync.outbox import Backlog, Generation
+from sync.retry import RECONNECT_CAP_S, reconnect_delay, retry_after_delay
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKOFF_BASE_S = 0.5
-RETRY_AFTER_CAP_S = 600.0  # a destination's Retry-After is honoured up to this many seconds
 HEALTH_PERIOD_S = 1.0
 SPAN_FACTOR = 2
 
@@ -77,7 +75,8 @@ class _Window:
     page_end: int = 0
     # the sink's, asked once per connection (an isinstance of a Protocol is slow)
     linger: float = 0.0
-    watches_link: bool = False
+    # the sink's `link_lost`, one task per connection (None: the sink does not watch its link)
+    link: asyncio.Task[str] | None = None
 
     def has_room(self, window: int) -> bool:
         """Whether another send may start.
@@ -100,7 +99,7 @@ class Publisher:
         *,
         routes: frozenset[str],
         page: int = 500,
-        backoff_cap: float = 30.0,
+        backoff_cap: float = RECONNECT_CAP_S,
         on_ack: Callable[[float], None] | None = None,
     ) -> None:
         """`on_ack(seconds)` is told each send's time to acknowledgement (for metrics)."""
@@ -170,10 +169,9 @@ class Publisher:
                 self._mark_down(exc)
                 self._failures += 1
                 if exc.retry_after is not None:
-                    delay = min(exc.retry_after, RETRY_AFTER_CAP_S)
+                    delay = retry_after_delay(exc.retry_after)
                 else:
-                    ceiling = min(self._backoff_cap, BACKOFF_BASE_S * 1.5**self._failures)
-                    delay = random.uniform(0, ceiling)  # noqa: S311 - jitter, not crypto
+                    delay = reconnect_delay(self._failures, cap_s=self._backoff_cap)
                 await self._wait_out(delay)
             finally:
                 self._connected = False
@@ -200,8 +198,9 @@ class Publisher:
     def _mark_down(self, exc: SinkUnavailable) -> None:
         self._connected = False
         self._last_error, self._last_error_time = str(exc) or type(exc).__name__, time.time()
-        if not self._down_logged:
-            log.warning("destination %s is down: %s", self._name, self._last_error)
+        if not self._down_logged:  # the summary: the destination's own text only at DEBUG
+            log.warning("destination %s is down: %s", self._name, exc.summary or self._last_error)
+            log.debug("destination %s: %s", self._name, self._last_error)
             self._down_logged = True
         else:
             log.debug("destination %s still down: %s", self._name, self._last_error)
@@ -232,8 +231,9 @@ class Publisher:
             cursor,
             self._outbox.generation(self._name),
             linger=_linger(sink),
-            watches_link=isinstance(sink, LinkWatcher),
         )
+        if isinstance(sink, LinkWatcher):
+            w.link = asyncio.create_task(sink.link_lost(), name=f"sync:{self._name}:link")
         try:
             while True:
                 now_gen = self._outbox.generation(self._name)
@@ -247,9 +247,10 @@ class Publisher:
                     self._dispatch(sink, w)
                 await self._wait(sink, w, window)
         finally:
-            for task in w.tasks:
+            waited = [*w.tasks, *([w.link] if w.link is not None else [])]
+            for task in waited:
                 task.cancel()
-            await asyncio.gather(*w.tasks, return_exceptions=True)
+            await asyncio.gather(*waited, return_exceptions=True)
 
     async def _regenerate(self, sink: Sink, w: _Window, now_gen: Generation) -> None:
         """React to a release (re-send it first) or a rewind (drain, restart from the cursor)."""
@@ -309,53 +310,39 @@ class Publisher:
             if not w.buffered:
                 self._backlog = Backlog(0, 0, None)  # caught up: the cursor is at the last seq
             self._mark_up()  # the link is open and nothing failed
-            await self._wait_idle(sink, w, until=self._linger_left(sink, w))
+            await self._wait_idle(w, until=self._linger_left(sink, w))
             return
-        waiter: asyncio.Task[None] | None = None
+        waitables: set[asyncio.Future[None]] = set(w.tasks)
         if w.has_room(window) and not w.buffered:
-            waiter = asyncio.create_task(
-                self._outbox.wait_beyond(w.read_to, dest=self._name, generation=w.generation),
-                name=f"sync:{self._name}:wait",
-            )
-        try:
-            waitables: set[asyncio.Task[None]] = {*w.tasks, *([waiter] if waiter else [])}
-            done, _ = await asyncio.wait(
+            changed = self._outbox.beyond(w.read_to, dest=self._name, generation=w.generation)
+            if changed is None:
+                waitables.clear()  # new events already: complete what is done, then read them
+            else:
+                waitables.add(changed)
+        if waitables:
+            await asyncio.wait(
                 waitables, timeout=HEALTH_PERIOD_S, return_when=asyncio.FIRST_COMPLETED
             )
-        finally:
-            if waiter is not None:
-                waiter.cancel()
-                await asyncio.gather(waiter, return_exceptions=True)
-        for task in done:
-            batch = w.tasks.pop(task, None)
-            if batch is not None:
-                await self._complete(task, batch, w)
+        for task in [t for t in w.tasks if t.done()]:
+            await self._complete(task, w.tasks.pop(task), w)
         await self._measure()
 
-    async def _wait_idle(self, sink: Sink, w: _Window, *, until: float | None = None) -> None:
+    async def _wait_idle(self, w: _Window, *, until: float | None = None) -> None:
         """Caught up (or lingering for `until` seconds): wait for new events.
 
-        Notices a lost link meanwhile, so a quiet line's outage shows too.
+        Notices a lost link meanwhile, so a quiet line's outage shows too. Waits on the
+        outbox's shared change future and the connection's one link task: no task per wait.
         """
-        beyond = self._outbox.wait_beyond(w.read_to, dest=self._name, generation=w.generation)
-        waiters: set[asyncio.Task[object]] = {
-            asyncio.create_task(beyond, name=f"sync:{self._name}:wait")
-        }
-        if w.watches_link:
-            watcher = cast("LinkWatcher", sink)
-            waiters.add(asyncio.create_task(watcher.link_lost(), name=f"sync:{self._name}:link"))
-        try:
-            done, _ = await asyncio.wait(
-                waiters, timeout=until, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for task in waiters:
-                task.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
-        for task in done:
-            if task.get_name().endswith(":link"):
-                raise SinkUnavailable(f"{self._name}: {task.result()}")
-            task.result()
+        changed = self._outbox.beyond(w.read_to, dest=self._name, generation=w.generation)
+        if changed is None:
+            return
+        link = w.link
+        waitables: set[asyncio.Future[Any]] = {changed}
+        if link is not None:
+            waitables.add(link)
+        await asyncio.wait(waitables, timeout=until, return_when=asyncio.FIRST_COMPLETED)
+        if link is not None and link.done():
+            raise SinkUnavailable(f"{self._name}: {link.result()}")
 
     async def _complete(self, task: asyncio.Task[None], batch: _Batch, w: _Window) -> None:
         exc = task.exception()
@@ -392,6 +379,12 @@ class Publisher:
         reason = str(exc) or "rejected"
         if refused:
             self._last_error, self._last_error_time = f"rejected: {reason}", time.time()
+            log.warning(
+                "destination %s quarantined %d event(s): %s",
+                self._name,
+                len(refused),
+                exc.summary or "rejected",
+            )
         await self._outbox.quarantine(self._name, refused, reason)
         await self._measure(force=True)
 
