@@ -1,8 +1,9 @@
 """Event envelopes of CONTRACTS.md: building them as outbox drafts, and reading them back.
 
 An envelope is `{"id", "type", "time", "site", "node", "seq", "source", "data"}`, UTF-8 JSON.
-The id (a ULID) and time are fixed when the event is made; the gapless `seq` is assigned by the
-outbox inside the commit, so the payload is rendered there (`Draft.render`).
+The id (a ULID) and time are fixed when the event is made, and the whole envelope is encoded
+then: the gapless `seq` is assigned by the outbox inside the commit, which writes it between
+the draft's `head` (up to `"seq":`) and `tail` (from `,"source":` on).
 """
 
 from __future__ import annotations
@@ -124,8 +125,6 @@ class EventFactory:
         tail = (
             ',"source":' + _encoder.encode(source) + ',"data":' + _encoder.encode(data) + flag + "}"
         ).encode()
-
-        def render(seq: int) -> bytes:
-            return head + str(seq).encode() + tail
-
-        return Draft(id=ident, route=type_, render=render, state=state or {}, keys=tuple(keys))
+        return Draft(
+            id=ident, route=type_, head=head, tail=tail, state=state or {}, keys=tuple(keys)
+        )

@@ -3,6 +3,10 @@
 `create_app` builds the FastAPI app over a `StatusView` (what the runtime shows and lets a
 technician do), `Metrics` is the Prometheus registry the runtime records into, and
 `StatusServer` runs uvicorn inside the agent's loop without touching signal handlers.
+Around them: `auth` (login throttle, sessions, CSRF, Origin), `audit` (the rotated audit log),
+`hosts` and `middleware` (the Host check, body cap, security headers), `protocol` (connection,
+request-time and stalled-reader bounds uvicorn lacks) and `feed` (live streams sharing one
+snapshot per tick).
 """
 
 from agent.web.app import create_app
@@ -11,12 +15,12 @@ from agent.web.server import StatusServer, StatusServerError, serve
 from agent.web.view import (
     AgentInfo,
     AgentStatus,
-    Alarm,
     BatchStatus,
     CompletedBatch,
     DestinationStatus,
     DeviceStatus,
     Health,
+    LineBatches,
     QuarantinedEvent,
     RecentScan,
     StatusView,
@@ -25,12 +29,12 @@ from agent.web.view import (
 __all__ = [
     "AgentInfo",
     "AgentStatus",
-    "Alarm",
     "BatchStatus",
     "CompletedBatch",
     "DestinationStatus",
     "DeviceStatus",
     "Health",
+    "LineBatches",
     "Metrics",
     "QuarantinedEvent",
     "RecentScan",

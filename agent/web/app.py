@@ -4,6 +4,8 @@ Reads are open to anyone who can reach the port (the page is for the people at t
 Actions need the admin password: a session cookie, the session's CSRF token in `X-CSRF-Token`
 and a same-origin request; without a configured password they are refused with 403. Every
 response carries a strict Content-Security-Policy; the page uses no inline script or style.
+Requests for a `Host` the page does not answer to get 400 and bodies over the cap 413, before
+any endpoint sees them (`agent.web.middleware`); login guessing is throttled (`LoginGuard`).
 """
 
 from __future__ import annotations
@@ -11,76 +13,52 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from agent.web import auth
+from agent.text import LotText, Quantity, WorkOrderText  # noqa: TC001 (pydantic needs them)
+from agent.web.auth import (
+    SESSION_COOKIE,
+    LoginGuard,
+    Sessions,
+    client_address,
+    csrf_ok,
+    logged_in,
+    logged_out,
+    same_origin,
+    throttled,
+)
+from agent.web.feed import StatusFeed
+from agent.web.hosts import HostPolicy
 from agent.web.metrics import CONTENT_TYPE
+from agent.web.middleware import CONTENT_SECURITY_POLICY, BodyCap, HostGuard, SecurityHeaders
 from agent.web.view import AgentStatus, QuarantinedEvent, StatusView
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+    from collections.abc import Awaitable, Callable
 
     from pydantic import SecretStr
+    from starlette.responses import StreamingResponse
 
+    from agent.web.audit import AuditLog
     from agent.web.metrics import Metrics
+
+__all__ = ["CONTENT_SECURITY_POLICY", "create_app"]
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-STREAM_MIN_INTERVAL_S = 0.5  # at most ~2 pushes a second, however busy the line is
-STREAM_HEARTBEAT_S = 15.0
-
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-_SECURITY_HEADERS = [
-    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-]
-_NO_STORE_PREFIXES = ("/api/", "/healthz", "/metrics")
+MAX_BODY_BYTES = 16 * 1024  # the largest body the API takes is a work order of a few hundred
+TRACE_QUERIES_AT_ONCE = 4  # each opens its own read connection (files and a thread)
 
 _status_json = TypeAdapter(AgentStatus)
 _quarantine_json = TypeAdapter(list[QuarantinedEvent])
 
-ASGIApp = Any  # starlette's ASGI callable, typed loosely at this boundary
 _M = TypeVar("_M", bound=BaseModel)
-
-
-class _SecurityHeaders:
-    """ASGI middleware adding the security headers (and no-store on API answers) everywhere."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[Any]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        no_store = str(scope.get("path", "")).startswith(_NO_STORE_PREFIXES)
-
-        async def send_with_headers(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.extend(_SECURITY_HEADERS)
-                if no_store and not any(k.lower() == b"cache-control" for k, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 class _Request(BaseModel):
@@ -94,12 +72,19 @@ class LoginRequest(_Request):
 
 
 class WorkOrderRequest(_Request):
-    """Body of `POST /api/actions/work-order`; all fields null clears the work order."""
+    """Body of `POST /api/actions/work-order`; all fields but `line` null clears the work order.
 
-    work_order: str | None = Field(None, max_length=64, description="Work order number")
+    The same text rule as the MES command (`agent.text`): printable, the same caps, and a
+    planned quantity that is a JSON integer.
+    """
+
+    work_order: WorkOrderText | None = Field(None, description="Work order number (1..64)")
     gtin: str | None = Field(None, max_length=14, description="Product GTIN (14 digits)")
-    lot: str | None = Field(None, max_length=20, description="Lot number (GS1 AI 10)")
-    planned_qty: int | None = Field(None, ge=1, description="Planned quantity of the order")
+    lot: LotText | None = Field(None, description="Lot number (GS1 AI 10: 1..20 of set 82)")
+    planned_qty: Quantity | None = Field(None, description="Planned quantity, 1..10**9")
+    line: str | None = Field(
+        None, max_length=64, description="The line it is for (required with several lines)"
+    )
 
 
 class AlarmAckRequest(_Request):
@@ -115,48 +100,18 @@ class SeqRequest(_Request):
     seq: int = Field(ge=1, description="Event sequence number (the envelope's seq)")
 
 
+class LabelDecisionRequest(_Request):
+    """Body of the label action: reprint or void a print job that was never confirmed."""
+
+    printer: str = Field(max_length=128, description="Printer id from the config")
+    job: int = Field(ge=1, description="The print job's number")
+    action: Literal["reprint", "void"] = Field(description="reprint or void")
+
+
 def _validation_message(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
     return f"{where}: {first['msg']}" if where else str(first["msg"])
-
-
-async def _next_change(
-    view: StatusView, seen: int, closing: asyncio.Event, wait_s: float
-) -> int | None:
-    """Wait for the next change counter; None after `wait_s` or when the server is closing."""
-    change = asyncio.ensure_future(view.wait_changed(seen))
-    stop = asyncio.ensure_future(closing.wait())
-    try:
-        done, _ = await asyncio.wait({change, stop}, timeout=wait_s, return_when="FIRST_COMPLETED")
-    finally:
-        change.cancel()
-        stop.cancel()
-        await asyncio.gather(change, stop, return_exceptions=True)
-    if change in done and not change.cancelled():
-        return change.result()
-    return None
-
-
-async def _status_stream(view: StatusView, closing: asyncio.Event) -> AsyncIterator[str]:
-    """Server-sent events: the status JSON whenever it changes (rate-limited), and heartbeats."""
-    seen = -1
-    yield "retry: 2000\n\n"
-    while not closing.is_set():
-        change = await _next_change(view, seen, closing, STREAM_HEARTBEAT_S)
-        if closing.is_set():
-            return
-        if change is None:
-            yield ": heartbeat\n\n"
-            continue
-        seen = change
-        data = _status_json.dump_json(view.status()).decode()
-        yield f"event: status\ndata: {data}\n\n"
-        try:
-            async with asyncio.timeout(STREAM_MIN_INTERVAL_S):
-                await closing.wait()
-        except TimeoutError:
-            pass
 
 
 class _StatusApi:
@@ -168,20 +123,27 @@ class _StatusApi:
         *,
         metrics: Metrics,
         password: SecretStr | None,
-        audit_log: Path,
+        audit: AuditLog,
         version: str,
+        feed: StatusFeed,
         session_ttl_s: float,
-        login_delay_s: float,
+        login_block_s: float,
+        login_failures_per_minute: int,
     ) -> None:
         self.view = view
         self.metrics = metrics
         self.version = version
-        self.closing = asyncio.Event()
-        self.sessions = auth.Sessions(ttl_s=session_ttl_s)
+        self.feed = feed
+        self.sessions = Sessions(ttl_s=session_ttl_s)
         self.guard = (
-            None if password is None else auth.LoginGuard(password, base_delay_s=login_delay_s)
+            None
+            if password is None
+            else LoginGuard(
+                password, block_s=login_block_s, failures_per_minute=login_failures_per_minute
+            )
         )
-        self.audit = auth.AuditLog(audit_log)
+        self.audit = audit
+        self.trace_slots = asyncio.Semaphore(TRACE_QUERIES_AT_ONCE)
 
     async def page(self) -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -196,11 +158,7 @@ class _StatusApi:
         return Response(_status_json.dump_json(self.view.status()), media_type="application/json")
 
     async def stream(self) -> StreamingResponse:
-        return StreamingResponse(
-            _status_stream(self.view, self.closing),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return self.feed.response()
 
     async def events(
         self,
@@ -212,10 +170,8 @@ class _StatusApi:
         return await self.view.events(limit=limit, type=event_type)
 
     async def trace(self, code: str) -> dict[str, Any]:
-        try:
+        async with self.trace_slots:
             chain = await self.view.trace(code)
-        except NotImplementedError as exc:
-            raise HTTPException(501, "trace queries are not available yet") from exc
         if chain is None:
             raise HTTPException(404, "unknown code")
         return chain
@@ -229,7 +185,7 @@ class _StatusApi:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def session_state(self, request: Request) -> dict[str, Any]:
-        session = self.sessions.find(request.cookies.get(auth.SESSION_COOKIE))
+        session = self.sessions.find(request.cookies.get(SESSION_COOKIE))
         return {
             "logged_in": session is not None,
             "csrf_token": session.csrf_token if session else None,
@@ -238,48 +194,34 @@ class _StatusApi:
         }
 
     async def login(self, request: Request) -> JSONResponse:
-        client = auth.client_address(request)
+        client = client_address(request)
         if self.guard is None:
             raise HTTPException(403, "actions disabled")
-        if not auth.same_origin(request):
+        if not same_origin(request):
             self.audit.record("login", {}, client, "refused: cross-origin request")
             raise HTTPException(403, "cross-origin request refused")
         body = await _parse(request, LoginRequest)
+        # Checked after the last await, so concurrent guesses cannot all pass the check first.
+        wait = self.guard.retry_after(client)
+        if wait is not None:  # answered at once, the password not looked at: no verdict leaks
+            self.metrics.login_refused_throttled()
+            self.audit.record("login", {}, client, "refused: too many failed logins")
+            return throttled(wait)
         if not self.guard.matches(body.password):
-            delay = self.guard.delay_after_failure(client)
+            self.guard.failed(client)
             self.metrics.login_failed()
             self.audit.record("login", {}, client, "failed")
-            log.warning("failed login from %s", client)
-            await asyncio.sleep(delay)  # slows guessing down; grows with each failure
+            log.warning("failed login from %s", client)  # at most the global budget a minute
             raise HTTPException(401, "wrong password")
         self.guard.succeeded(client)
-        session = self.sessions.create(client)
         self.audit.record("login", {}, client, "ok")
         log.info("login from %s", client)
-        response = JSONResponse({"csrf_token": session.csrf_token})
-        response.set_cookie(
-            auth.SESSION_COOKIE,
-            session.token,
-            max_age=int(self.sessions.ttl_s),
-            path="/",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
-        return response
+        return logged_in(request, self.sessions, client)
 
     async def logout(self, request: Request) -> JSONResponse:
-        if not auth.same_origin(request):
-            raise HTTPException(403, "cross-origin request refused")
-        token = request.cookies.get(auth.SESSION_COOKIE)
-        session = self.sessions.find(token)
-        if session is not None:
-            if not auth.csrf_ok(request, session):
-                raise HTTPException(403, "missing or wrong CSRF token")
-            self.sessions.end(token)
-            self.audit.record("logout", {}, auth.client_address(request), "ok")
-        response = JSONResponse({"ok": True})
-        response.delete_cookie(auth.SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+        response, ended = logged_out(request, self.sessions)
+        if ended:
+            self.audit.record("logout", {}, client_address(request), "ok")
         return response
 
     async def _action(
@@ -290,21 +232,21 @@ class _StatusApi:
         call: Callable[[_M], Awaitable[None]],
     ) -> dict[str, bool]:
         """Guard, parse, run and audit one control action."""
-        client = auth.client_address(request)
+        client = client_address(request)
 
         def refuse(status: int, message: str, args: dict[str, Any] | None = None) -> HTTPException:
             self.audit.record(action, args or {}, client, f"refused: {message}")
-            log.info("action %s from %s refused: %s", action, client, message)
+            log.debug("action %s from %s refused: %s", action, client, message)
             return HTTPException(status, message)
 
         if self.guard is None:
             raise refuse(403, "actions disabled")
-        if not auth.same_origin(request):
+        if not same_origin(request):
             raise refuse(403, "cross-origin request refused")
-        session = self.sessions.find(request.cookies.get(auth.SESSION_COOKIE))
+        session = self.sessions.find(request.cookies.get(SESSION_COOKIE))
         if session is None:
             raise refuse(401, "login required")
-        if not auth.csrf_ok(request, session):
+        if not csrf_ok(request, session):
             raise refuse(403, "missing or wrong CSRF token")
         try:
             body = model.model_validate_json(await request.body())
@@ -321,7 +263,7 @@ class _StatusApi:
 
     async def work_order(self, request: Request) -> dict[str, bool]:
         async def call(b: WorkOrderRequest) -> None:
-            await self.view.set_work_order(b.work_order, b.gtin, b.lot, b.planned_qty)
+            await self.view.set_work_order(b.work_order, b.gtin, b.lot, b.planned_qty, b.line)
 
         return await self._action(request, "work-order", WorkOrderRequest, call)
 
@@ -349,6 +291,12 @@ class _StatusApi:
 
         return await self._action(request, "quarantine-drop", SeqRequest, call)
 
+    async def label(self, request: Request) -> dict[str, bool]:
+        async def call(b: LabelDecisionRequest) -> None:
+            await self.view.decide_label(b.printer, b.job, b.action)
+
+        return await self._action(request, "label-decision", LabelDecisionRequest, call)
+
 
 async def _parse(request: Request, model: type[_M]) -> _M:
     try:
@@ -362,29 +310,42 @@ def create_app(
     *,
     metrics: Metrics,
     password: SecretStr | None,
-    audit_log: Path,
+    audit: AuditLog,
     version: str,
+    hosts: HostPolicy | None = None,
+    max_streams: int = 32,
+    max_body_bytes: int = MAX_BODY_BYTES,
     session_ttl_s: float = 8 * 3600,
-    login_delay_s: float = 0.25,
+    login_block_s: float = 1.0,
+    login_failures_per_minute: int = 30,
 ) -> FastAPI:
     """Build the status app over `view`; `password` None disables the control actions.
 
-    `app.state.closing` is the event that ends live streams; `StatusServer` sets it at shutdown.
+    `hosts` are the names the page answers to (default: `HostPolicy.default`). `audit` is the
+    agent's one audit log, shared with the MQTT commands. `app.state.feed` is the live streams'
+    `StatusFeed`: its `run()` must run as a task beside the server (the runtime supervises it),
+    and `StatusServer` closes it at shutdown.
     """
+    feed = StatusFeed(view, max_streams=max_streams)
     api = _StatusApi(
         view,
         metrics=metrics,
         password=password,
-        audit_log=audit_log,
+        audit=audit,
         version=version,
+        feed=feed,
         session_ttl_s=session_ttl_s,
-        login_delay_s=login_delay_s,
+        login_block_s=login_block_s,
+        login_failures_per_minute=login_failures_per_minute,
     )
     app = FastAPI(
         title="Lineside status", version=version, docs_url=None, redoc_url=None, openapi_url=None
     )
-    app.state.closing = api.closing
-    app.add_middleware(_SecurityHeaders)
+    app.state.feed = feed
+    # Added innermost first: SecurityHeaders wraps HostGuard wraps BodyCap wraps the routes.
+    app.add_middleware(BodyCap, max_bytes=max_body_bytes)
+    app.add_middleware(HostGuard, policy=hosts or HostPolicy.default(""))
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     routes: list[tuple[str, str, Callable[..., Awaitable[Any]]]] = [
         ("GET", "/", api.page),
@@ -403,6 +364,7 @@ def create_app(
         ("POST", "/api/actions/resend", api.resend),
         ("POST", "/api/actions/quarantine/release", api.release),
         ("POST", "/api/actions/quarantine/drop", api.drop),
+        ("POST", "/api/actions/label", api.label),
     ]
     for method, path, endpoint in routes:
         app.add_api_route(path, endpoint, methods=[method])

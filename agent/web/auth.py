@@ -1,29 +1,50 @@
-"""Who may press the buttons: admin login, sessions, CSRF tokens, Origin checks and the audit log.
+"""Who may press the buttons: admin login and its throttle, sessions, CSRF tokens, Origin checks.
 
 One admin password (read from a file by the runtime, compared in constant time). A login
 creates a random session token (the `HttpOnly; SameSite=Strict` cookie) and a CSRF token the
 page sends back as `X-CSRF-Token` on every state-changing request. Requests that change state
-must also come from the page's own origin. Failed logins are slowed per client, growing with
-each failure up to a cap. Every action and login attempt is appended to a JSON-lines audit log.
+must also come from the page's own origin (scheme, host and port). Wrong passwords block their
+client address for a while, growing with each failure, within a budget for all addresses
+together (`LoginGuard`). The audit log is `agent.web.audit.AuditLog` (re-exported here).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
+import math
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from agent.web.audit import AuditLog
+from agent.web.hosts import request_origin, url_origin
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Callable
 
     from pydantic import SecretStr
     from starlette.requests import Request
+
+__all__ = [
+    "CSRF_HEADER",
+    "SESSION_COOKIE",
+    "AuditLog",
+    "LoginGuard",
+    "Session",
+    "Sessions",
+    "client_address",
+    "csrf_ok",
+    "logged_in",
+    "logged_out",
+    "same_origin",
+    "throttled",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,44 +108,117 @@ class Sessions:
             del self._sessions[token]
 
 
+@dataclass(slots=True)
+class _Failures:
+    """Failed logins of one client address."""
+
+    count: int
+    last: float  # monotonic time of the last failure
+    blocked_until: float
+
+
 class LoginGuard:
-    """Checks the admin password and slows down whoever keeps guessing it."""
+    """Checks the admin password and throttles guessing it, without ever delaying an answer.
+
+    After a wrong password its client address is blocked for `block_s`, doubling with each
+    further failure up to `max_block_s`; while blocked it gets 429 at once, the password not even
+    looked at (so a slow answer cannot tell a client anything). Across all addresses at most
+    `failures_per_minute` wrong passwords are judged (a token bucket): beyond that every login is
+    429 until the budget refills, so rotating source addresses gains nothing. The table of
+    addresses is bounded by evicting the oldest entries that no longer block; it is never
+    cleared wholesale. A client's count starts over after `forget_after_s` without failures.
+    """
 
     def __init__(
-        self, password: SecretStr, *, base_delay_s: float = 0.25, max_delay_s: float = 10.0
+        self,
+        password: SecretStr,
+        *,
+        block_s: float = 1.0,
+        max_block_s: float = 60.0,
+        failures_per_minute: int = 30,
+        max_tracked: int = 4096,
+        forget_after_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._password = password.get_secret_value().strip().encode()
-        self._base_delay_s = base_delay_s
-        self._max_delay_s = max_delay_s
-        self._failures: dict[str, int] = {}
+        if not self._password:
+            raise ValueError("the admin password is empty")
+        if failures_per_minute < 1:
+            raise ValueError("failures_per_minute must be at least 1")
+        self._block_s = block_s
+        self._max_block_s = max_block_s
+        self._budget = float(failures_per_minute)
+        self._tokens = float(failures_per_minute)
+        self._refill_per_s = failures_per_minute / 60.0
+        self._refilled = clock()
+        self._max_tracked = max_tracked
+        self._forget_after_s = forget_after_s
+        self._clock = clock
+        self._failures: OrderedDict[str, _Failures] = OrderedDict()  # oldest failure first
 
     def matches(self, attempt: str) -> bool:
         """Compare `attempt` with the password in constant time."""
         return hmac.compare_digest(attempt.encode(), self._password)
 
-    def delay_after_failure(self, client: str) -> float:
-        """Count one failure of `client` and return how long to hold its answer back."""
-        failures = self._failures.get(client, 0) + 1
-        if len(self._failures) > 1024:  # noqa: PLR2004  # bound memory against address sprays
-            self._failures.clear()
-        self._failures[client] = failures
-        return float(min(self._max_delay_s, self._base_delay_s * 2 ** (failures - 1)))
+    def retry_after(self, client: str) -> float | None:
+        """Seconds until `client` may try a password; None if it may try now."""
+        now = self._clock()
+        self._refill(now)
+        waits = []
+        entry = self._failures.get(client)
+        if entry is not None and entry.blocked_until > now:
+            waits.append(entry.blocked_until - now)
+        if self._tokens < 1:
+            waits.append((1 - self._tokens) / self._refill_per_s)
+        return max(waits) if waits else None
+
+    def failed(self, client: str) -> float:
+        """Count a wrong password from `client`; how long it is now blocked, in seconds."""
+        now = self._clock()
+        self._refill(now)
+        self._tokens = max(0.0, self._tokens - 1)
+        entry = self._failures.pop(client, None)
+        count = 1 if entry is None or now - entry.last > self._forget_after_s else entry.count + 1
+        # The exponent is capped long before a float could overflow (2**20 * 1 s >> 60 s).
+        block = min(self._max_block_s, self._block_s * 2.0 ** min(count - 1, 20))
+        self._failures[client] = _Failures(count, now, now + block)
+        self._evict(now)
+        return block
 
     def succeeded(self, client: str) -> None:
         """Forget the failures of `client`."""
         self._failures.pop(client, None)
 
+    @property
+    def tracked(self) -> int:
+        """How many client addresses the guard remembers failures of."""
+        return len(self._failures)
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self._refilled)
+        self._tokens = min(self._budget, self._tokens + elapsed * self._refill_per_s)
+        self._refilled = now
+
+    def _evict(self, now: float) -> None:
+        """Drop the oldest entries that no longer block, until the table fits its bound."""
+        excess = len(self._failures) - self._max_tracked
+        if excess <= 0:
+            return
+        for client in [c for c, f in self._failures.items() if f.blocked_until <= now][:excess]:
+            del self._failures[client]
+
 
 def same_origin(request: Request) -> bool:
-    """Whether the request comes from a page of this server (Origin, else Referer, vs Host)."""
-    host = request.headers.get("host")
-    if not host:
-        return False
+    """Whether the request comes from a page of this server.
+
+    The `Origin` header (else `Referer`) must name the scheme, host and port the request was
+    sent to (its `Host` header; a missing port is the scheme's default).
+    """
+    target = request_origin(request.url.scheme, request.headers.get("host", ""))
     source = request.headers.get("origin") or request.headers.get("referer")
-    if not source or source == "null":
+    if target is None or not source:
         return False
-    parts = urlsplit(source)
-    return parts.scheme in {"http", "https"} and parts.netloc.lower() == host.lower()
+    return url_origin(source) == target
 
 
 def csrf_ok(request: Request, session: Session) -> bool:
@@ -138,26 +232,45 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-class AuditLog:
-    """Appends one JSON line per action or login attempt: time, action, args, client, result."""
+# -- the answers both pages give (the agent's and the plant view) ---------------------------
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
 
-    def record(self, action: str, args: dict[str, Any], client: str, result: str) -> None:
-        """Append one entry; a failure to write is logged, never hidden from the operator."""
-        entry = {
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "action": action,
-            "args": args,
-            "client": client,
-            "result": result,
-        }
-        line = json.dumps(entry, ensure_ascii=False, default=str) + "\n"
-        try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            # A few hundred bytes, rarely: a plain append is cheaper than a thread hop.
-            with self._path.open("a", encoding="utf-8") as f:
-                f.write(line)
-        except OSError:
-            log.exception("cannot write the audit log %s", self._path)
+def throttled(wait_s: float) -> JSONResponse:
+    """429 for a blocked address, at once and whatever the password: no verdict leaks."""
+    seconds = max(1, math.ceil(wait_s))
+    return JSONResponse(
+        {"detail": f"too many failed logins; try again in {seconds} s"},
+        status_code=429,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def logged_in(request: Request, sessions: Sessions, client: str) -> JSONResponse:
+    """A new session for `client`: its CSRF token in the body, its token as the cookie."""
+    session = sessions.create(client)
+    response = JSONResponse({"csrf_token": session.csrf_token})
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.token,
+        max_age=int(sessions.ttl_s),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+def logged_out(request: Request, sessions: Sessions) -> tuple[JSONResponse, bool]:
+    """End the request's session (same origin and CSRF token required); whether one ended."""
+    if not same_origin(request):
+        raise HTTPException(403, "cross-origin request refused")
+    token = request.cookies.get(SESSION_COOKIE)
+    session = sessions.find(token)
+    if session is not None:
+        if not csrf_ok(request, session):
+            raise HTTPException(403, "missing or wrong CSRF token")
+        sessions.end(token)
+    response = JSONResponse({"ok": True})
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response, session is not None

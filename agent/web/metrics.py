@@ -44,6 +44,11 @@ class Metrics:
         self.login_failures = Counter(
             "lineside_login_failures", "Failed logins on the status page", registry=r
         )
+        self.login_throttled = Counter(
+            "lineside_login_throttled",
+            "Logins refused unjudged (429) while the address or all addresses are throttled",
+            registry=r,
+        )
         self.backlog_events = Gauge(
             "lineside_backlog_events",
             "Events not yet delivered, per destination",
@@ -96,6 +101,10 @@ class Metrics:
     def login_failed(self) -> None:
         """Count one failed login."""
         self.login_failures.inc()
+
+    def login_refused_throttled(self) -> None:
+        """Count one login refused unjudged because of the throttle."""
+        self.login_throttled.inc()
 
     def publish_acknowledged(self, destination: str, seconds: float) -> None:
         """Record the send-to-acknowledgement time of one publish to `destination`."""

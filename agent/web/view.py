@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime  # noqa: TC003  # pydantic resolves the annotations at runtime
 from typing import Any, Literal, Protocol
 
+from agent.alarms import Alarm  # noqa: TC001  # pydantic resolves the annotations at runtime
+
 
 @dataclass(frozen=True, slots=True)
 class AgentInfo:
@@ -27,10 +29,10 @@ class AgentInfo:
 
 @dataclass(frozen=True, slots=True)
 class DeviceStatus:
-    """One scanner or PLC link as its driver sees it."""
+    """One scanner, PLC or label printer link as its driver sees it."""
 
     id: str
-    kind: Literal["scanner", "plc"]
+    kind: Literal["scanner", "plc", "printer"]
     role: str
     connected: bool
     last_seen: datetime | None = None
@@ -56,8 +58,22 @@ class DestinationStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkOrderStatus:
+    """A work order as the page shows it (the next one, waiting for the running batch)."""
+
+    work_order: str | None
+    gtin: str | None
+    lot: str | None = None
+    planned_qty: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BatchStatus:
-    """The batch that is running now."""
+    """The batch that is running now: its own work order and planned quantity.
+
+    `next_work_order` is a work order that arrived while this batch already had materials: it
+    applies from the next batch (None when there is none waiting).
+    """
 
     work_order: str | None
     gtin: str
@@ -65,6 +81,7 @@ class BatchStatus:
     started: datetime
     materials: int = 0
     planned_qty: int | None = None
+    next_work_order: WorkOrderStatus | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +95,26 @@ class CompletedBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class LineBatches:
+    """One line of this node: its open batch, the work order waiting, its last batches.
+
+    `next_work_order` is the line's work order waiting for the next batch (also in `batch`,
+    where the page has always looked for it; here it shows while no batch is open too).
+    """
+
+    line: str
+    batch: BatchStatus | None = None
+    next_work_order: WorkOrderStatus | None = None
+    recent_batches: list[CompletedBatch] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class RecentScan:
-    """A recent scan as the page lists it; `reason` is set when it was rejected."""
+    """A recent scan as the page lists it; `reason` is set when it was rejected.
+
+    `reason_code` and `reason_params` say the same as `reason` for a page to word in its own
+    language (codes listed in `agent.scanning.rejections`; None for a rejection without a code).
+    """
 
     time: datetime
     device: str
@@ -88,17 +123,31 @@ class RecentScan:
     gtin: str | None = None
     lot: str | None = None
     reason: str | None = None
+    reason_code: str | None = None
+    reason_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
-class Alarm:
-    """An active alarm (backlog limit, device down, disk low, clock not synchronised, ...)."""
+class UndecidedLabel:
+    """A print job sent but never confirmed: a person decides, Reprint or Void."""
+
+    job: int
+    kind: str  # batch | sscc
+    code: str  # the trace code or the SSCC
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PrinterStatus:
+    """One label printer: whether it can print, its queue, its undecided jobs."""
 
     id: str
-    kind: str
-    message: str
-    since: datetime
-    acknowledged: bool = False
+    connected: bool
+    ready: bool | None  # None: not asked yet
+    reason: str | None = None  # why it cannot print
+    queued: int = 0
+    printed: int = 0
+    undecided: list[UndecidedLabel] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +166,12 @@ class AgentStatus:
     health: Health
     devices: list[DeviceStatus] = field(default_factory=list)
     destinations: list[DestinationStatus] = field(default_factory=list)
-    batch: BatchStatus | None = None
-    recent_batches: list[CompletedBatch] = field(default_factory=list)
+    batch: BatchStatus | None = None  # the first line's (as before several lines): `batches`
+    recent_batches: list[CompletedBatch] = field(default_factory=list)  # of every line
     recent_scans: list[RecentScan] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
+    batches: list[LineBatches] = field(default_factory=list)  # one entry per line
+    printers: list[PrinterStatus] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +205,7 @@ class StatusView(Protocol):
         ...
 
     async def trace(self, code: str) -> dict[str, Any] | None:
-        """Return the trace chain of a code, None if unknown (NotImplementedError: not yet)."""
+        """Return the trace chain of a code, None if unknown here."""
         ...
 
     async def set_work_order(
@@ -163,8 +214,9 @@ class StatusView(Protocol):
         gtin: str | None,
         lot: str | None,
         planned_qty: int | None,
+        line: str | None = None,
     ) -> None:
-        """Start (or with all None, clear) the active work order."""
+        """Start (or with all None, clear) the work order of `line` (None: the only line)."""
         ...
 
     async def acknowledge_alarm(self, alarm_id: str) -> None:
@@ -185,4 +237,8 @@ class StatusView(Protocol):
 
     async def drop(self, destination: str, seq: int) -> None:
         """Give up on a quarantined event for that destination (it stays in history)."""
+        ...
+
+    async def decide_label(self, printer: str, job: int, action: str) -> None:
+        """Reprint or void a label whose printing was never confirmed."""
         ...

@@ -24,15 +24,44 @@
     return "en";
   }
 
-  function t(key, params) {
-    let text = (TEXTS[lang] && TEXTS[lang][key]) || TEXTS.en[key] || key;
+  function fillIn(text, params) {
     for (const [name, value] of Object.entries(params || {})) {
       text = text.split("{" + name + "}").join(String(value));
     }
     return text;
   }
 
+  function t(key, params) {
+    return fillIn((TEXTS[lang] && TEXTS[lang][key]) || TEXTS.en[key] || key, params);
+  }
+
   const num = (n) => new Intl.NumberFormat(lang === "zh" ? "zh-CN" : "en").format(n);
+
+  // Text the server words in English (alarms, rejection reasons) comes with a stable code and
+  // params: in another language the page words it from its dictionary ("alarm:CODE",
+  // "reason:CODE"); the server's English stays as it is when the language is English or the
+  // code is unknown here. Params are device or agent text, inserted as text like the rest.
+  function worded(key, params, english) {
+    const own = lang !== "en" && TEXTS[lang] && TEXTS[lang][key];
+    if (!own) return english;
+    const filled = {};
+    for (const [name, value] of Object.entries(params || {})) {
+      if (Array.isArray(value)) { // items of their own: [{code, params}, ...]
+        const items = value.map((item) => worded("alarm:" + item.code, item.params, null));
+        if (items.includes(null)) return english;
+        filled[name] = items.join(t("listSeparator"));
+      } else if (name === "kind" && TEXTS[lang]["word_" + value]) {
+        filled[name] = TEXTS[lang]["word_" + value];
+      } else {
+        filled[name] = typeof value === "number" ? num(value) : String(value);
+      }
+    }
+    return fillIn(own, filled);
+  }
+
+  const alarmText = (a) => worded("alarm:" + a.code, a.params, a.message);
+  const reasonText = (sc) => worded("reason:" + sc.reason_code, sc.reason_params, sc.reason);
+  const roleText = (role) => (TEXTS[lang]["role_" + role] || TEXTS.en["role_" + role] || role);
 
   function duration(seconds) {
     const s = Math.max(0, Math.round(seconds));
@@ -92,7 +121,8 @@
     for (const d of s.devices) {
       if (!d.connected) {
         down.add(d.id);
-        bad.push(t(d.kind === "plc" ? "plcDown" : "scannerDown", { id: d.id }));
+        const key = { plc: "plcDown", printer: "printerDown" }[d.kind] || "scannerDown";
+        bad.push(t(key, { id: d.id }));
       }
     }
     if (!s.health.ok && bad.length === 0) bad.push(...s.health.reasons);
@@ -101,7 +131,7 @@
       if (a.kind === "clock") clockAlarm = true;
       if (a.kind === "device" && down.has(a.id.replace(/^device:/, ""))) continue;
       if (a.kind === "backlog") bad.push(t("backlogFull"));
-      else if (!a.acknowledged) warn.push(a.kind === "clock" ? t("clockNotSynced") : a.message);
+      else if (!a.acknowledged) warn.push(a.kind === "clock" ? t("clockNotSynced") : alarmText(a));
     }
     for (const d of s.destinations) {
       if (d.connected && (d.oldest_undelivered_age_s || 0) > 60) {
@@ -156,7 +186,7 @@
     fill("devices", s.devices.map((d) =>
       el("tr", {},
         el("td", {}, el("span", { class: "code", text: d.id }),
-          el("div", { class: "small muted", text: t(d.kind) + " · " + d.role }),
+          el("div", { class: "small muted", text: t(d.kind) + " · " + roleText(d.role) }),
           el("div", { class: "small values" }, ...Object.entries(d.values || {}).map(([k, v]) =>
             el("span", { class: "value" }, el("span", { class: "muted", text: k + " " }),
               el("span", { class: "code", text: v }))))),
@@ -173,8 +203,52 @@
         el("td", {}, el("span", { text: num(d.backlog) }),
           d.quarantined ? el("div", {}, pill(false, t("quarantinedN", { n: num(d.quarantined) }), "warn")) : ""),
         el("td", { text: d.oldest_undelivered_age_s == null ? "–" : duration(d.oldest_undelivered_age_s) }))));
-    const b = s.batch;
-    fill("batch", b ? [
+    const printers = s.printers || [];
+    $("printers-card").hidden = printers.length === 0;
+    fill("printers", printers.map(printerRow), null);
+    const lines = s.batches || [];
+    fill("lines", (lines.length ? lines : [NO_LINE]).map((l) => lineCard(l, lines.length > 1)), null);
+    fill("scans", s.recent_scans.map(scanRow), "no-scans");
+    choices(document.querySelector("#resend-form select"), s.destinations.map((d) => d.name));
+    choices(document.querySelector("#work-order-form select[name=line]"), lines.map((l) => l.line));
+    $("work-order-line").hidden = lines.length < 2; // with one line, the order is for it
+    $("updated").textContent = new Date().toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB");
+    const parked = s.destinations.reduce((sum, d) => sum + (d.quarantined || 0), 0);
+    if (session.logged_in && parked !== quarantineShown) loadQuarantine(parked);
+  }
+
+  // One printer: can it print (or why not), its queue, and each label sent but never confirmed,
+  // with Reprint and Void for a logged-in admin (never printed again by itself).
+  function printerRow(p) {
+    const state = p.ready === false ? pill(false, p.reason || "?") : pill(p.ready !== false, t("ready"));
+    const jobs = p.undecided.map((j) => {
+      const args = (action) => ({ printer: p.id, job: j.job, action });
+      const row = el("div", { class: "small" },
+        el("span", { class: "code", text: "#" + j.job + " " + j.code }),
+        el("span", { class: "reason", text: " " + t("unconfirmed") + (j.reason ? " (" + j.reason + ")" : "") }));
+      if (session.logged_in) {
+        for (const action of ["reprint", "void"]) {
+          const button = el("button", { type: "button", text: t(action) });
+          button.addEventListener("click", () => act("label", args(action), t(action) + " #" + j.job));
+          row.append(" ", button);
+        }
+      }
+      return row;
+    });
+    return el("li", {}, el("span", { class: "code", text: p.id }), state,
+      el("span", { class: "small muted", text: t("queuedN", { n: num(p.queued) }) + " · " + t("printedN", { n: num(p.printed) }) }),
+      ...jobs);
+  }
+
+  // A node without a line (no PLC with batch signals) shows one card: no batch runs.
+  const NO_LINE = { line: null, batch: null, next_work_order: null, recent_batches: [] };
+
+  // One line's card: its current batch (with the work order waiting for the next one) and its
+  // completed batches. Named by its line when the node has several.
+  function lineCard(l, named) {
+    const b = l.batch;
+    const next = l.next_work_order;
+    const pairs = b ? [
       el("dt", { text: t("workOrder") }), el("dd", { class: "code", text: b.work_order || t("none") }),
       el("dt", { text: "GTIN" }), el("dd", { class: "code", text: b.gtin }),
       el("dt", { text: t("lot") }), el("dd", { class: "code", text: b.lot }),
@@ -182,27 +256,38 @@
       el("dt", { text: t("materials") }), el("dd", { text: num(b.materials) }),
       ...(b.planned_qty == null ? [] : [
         el("dt", { text: t("plannedQty") }), el("dd", { text: num(b.planned_qty) })]),
-    ] : [], null);
-    $("no-batch").hidden = Boolean(b);
-    fill("batches", s.recent_batches.map((c) =>
-      el("li", {}, el("span", { class: "code", text: c.trace_code }),
-        el("span", { class: "muted", text: t("quantity") + ": " + (c.quantity == null ? "–" : num(c.quantity)) }),
-        el("span", { class: "muted small", text: clock(c.completed) }))));
-    fill("scans", s.recent_scans.map(scanRow), "no-scans");
-    const select = document.querySelector("#resend-form select");
-    const names = s.destinations.map((d) => d.name);
-    if ([...select.options].map((o) => o.value).join("\n") !== names.join("\n")) {
-      select.replaceChildren(...names.map((n) => el("option", { value: n, text: n })));
+    ] : [];
+    if (next) pairs.push(el("dt", { text: t("nextWorkOrder") }), el("dd", { class: "code", text: nextOrder(next) }));
+    return el("section", { class: "card line", "data-line": l.line },
+      el("h2", { text: named ? t("lineBatch", { line: l.line }) : t("batch") }),
+      el("dl", { class: "pairs batch" }, ...pairs),
+      b ? "" : el("p", { class: "muted no-batch", text: t("noBatch") }),
+      el("h3", { text: t("recentBatches") }),
+      el("ul", { class: "rows batches" }, ...l.recent_batches.map((c) =>
+        el("li", {}, el("span", { class: "code", text: c.trace_code }),
+          el("span", { class: "muted", text: t("quantity") + ": " + (c.quantity == null ? "–" : num(c.quantity)) }),
+          el("span", { class: "muted small", text: clock(c.completed) })))));
+  }
+
+  // A select's options, replaced only when the values change (a choice made stays made).
+  function choices(select, values) {
+    if ([...select.options].map((o) => o.value).join("\n") !== values.join("\n")) {
+      select.replaceChildren(...values.map((v) => el("option", { value: v, text: v })));
     }
-    $("updated").textContent = new Date().toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB");
-    const parked = s.destinations.reduce((sum, d) => sum + (d.quarantined || 0), 0);
-    if (session.logged_in && parked !== quarantineShown) loadQuarantine(parked);
+  }
+
+  // The work order waiting for the next batch: "WO-2 · 500" (number, planned quantity).
+  function nextOrder(o) {
+    const parts = [o.work_order || t("none")];
+    if (o.lot) parts.push(o.lot);
+    if (o.planned_qty != null) parts.push(num(o.planned_qty));
+    return parts.join(" · ");
   }
 
   function alarmRow(a) {
     const serious = a.kind === "backlog" || a.kind === "device";
     const row = el("li", { class: "alarm " + (a.acknowledged ? "seen" : serious ? "active bad" : "active") },
-      el("span", { text: a.message }),
+      el("span", { text: alarmText(a) }),
       el("span", { class: "small muted", text: t("since", { t: clock(a.since) }) }));
     if (a.acknowledged) row.append(el("span", { class: "small", text: t("acknowledged") }));
     else if (session.logged_in) {
@@ -220,7 +305,7 @@
       el("span", { text: sc.device }),
       el("span", { class: "pill " + (sc.reason ? "bad" : "ok"), text: label }),
       el("span", { class: "code", text: sc.raw.split("\u001d").join("<GS>") }));
-    if (sc.reason) row.append(el("span", { class: "reason", text: t("rejectedBecause", { reason: sc.reason }) }));
+    if (sc.reason) row.append(el("span", { class: "reason", text: t("rejectedBecause", { reason: reasonText(sc) }) }));
     return row;
   }
 
@@ -317,8 +402,11 @@
       act("work-order", formValues(e.target), t("workOrder"));
     });
     $("clear-work-order").addEventListener("click", () => {
+      const select = document.querySelector("#work-order-form select[name=line]");
+      const line = select.value || null;
       $("work-order-form").reset();
-      act("work-order", {}, t("clear"));
+      select.value = line || ""; // the line chosen stays chosen
+      act("work-order", { line }, t("clear"));
     });
     $("resend-form").addEventListener("submit", (e) => {
       e.preventDefault();

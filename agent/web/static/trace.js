@@ -6,6 +6,8 @@
   const TEXTS = {
     en: {
       notFound: "No history of this code on this node.",
+      notFoundPlant: "No node of this plant has a history of this code.",
+      notReceivedPlant: "receipt not scanned at any node",
       failed: "Trace failed: {why}",
       batch: "Batch", product: "Product", lot: "Lot", serial: "Serial", workOrder: "Work order",
       shift: "Shift", operator: "Operator", started: "Started", completed: "Completed",
@@ -13,9 +15,12 @@
       received: "received", notReceived: "receipt not scanned here", shipments: "Shipments",
       reconciliation: "Reconciliation", open: "open batch", matched: "Matched {kind} {value}",
       title: "Trace", label: "Code, SSCC, Digital Link or lot", go: "Trace",
+      packedInto: "Packed into", pallet: "Pallet SSCC", fromBatch: "from batch",
     },
     zh: {
       notFound: "本节点没有此代码的记录。",
+      notFoundPlant: "本工厂没有任何节点有此代码的记录。",
+      notReceivedPlant: "没有任何节点扫描收货",
       failed: "追溯失败：{why}",
       batch: "批次", product: "产品", lot: "批号", serial: "序列号", workOrder: "工单",
       shift: "班次", operator: "操作员", started: "开始", completed: "完成",
@@ -23,9 +28,12 @@
       received: "收货", notReceived: "未在此处扫描收货", shipments: "发货",
       reconciliation: "对账", open: "进行中的批次", matched: "匹配 {kind} {value}",
       title: "追溯", label: "追溯码、SSCC、数字链接或批号", go: "追溯",
+      packedInto: "装入", pallet: "托盘 SSCC", fromBatch: "来自批次",
     },
   };
   const $ = (id) => document.getElementById(id);
+  // the plant view serves this file too: its answers come from every node, not "this node"
+  const scoped = (key) => (document.body.dataset.scope === "plant" ? key + "Plant" : key);
 
   function t(key, params) {
     const saved = localStorage.getItem("lineside.lang");
@@ -73,7 +81,7 @@
       const li = el("li", ident(m));
       const inner = el("ul");
       for (const r of m.received || []) inner.append(el("li", t("received") + " " + where(r) + " · " + ident(r)));
-      if (!(m.received || []).length) inner.append(el("li", t("notReceived"), "muted"));
+      if (!(m.received || []).length) inner.append(el("li", t(scoped("notReceived")), "muted"));
       li.append(inner);
       mats.append(li);
     }
@@ -82,12 +90,26 @@
     const ships = el("ul", null, "rows");
     for (const s of b.shipments || []) ships.append(el("li", where(s) + " · " + ident(s) + (s.quantity ? " × " + s.quantity : "")));
     box.append(ships);
+    if ((b.packed_into || []).length) box.append(pairs([["packedInto", b.packed_into.join(", ")]]));
     const rec = b.reconciliation;
     if (rec) {
       const p = el("p", t("reconciliation") + ": " + rec.status + " · PLC " + rec.plc_quantity + " · " + rec.units_shipped, rec.discrepancies.length ? "message error" : "");
       box.append(p);
       for (const d of rec.discrepancies) box.append(el("p", "! " + d, "message error"));
     }
+    return box;
+  }
+
+  // An SSCC's children, each item with the batch it came from.
+  function palletBlock(p) {
+    const box = el("div", null, "trace-batch");
+    box.append(el("h3", t("pallet") + " " + p.sscc));
+    const rows = el("ul", null, "rows");
+    for (const c of p.children || []) {
+      const from = (c.batches || []).map((x) => t("fromBatch") + " " + x.trace_code).join(" · ");
+      rows.append(el("li", ident(c) + (from ? " · " + from : "")));
+    }
+    box.append(rows);
     return box;
   }
 
@@ -101,10 +123,11 @@
       out.replaceChildren(el("p", t("failed", { why: err }), "message error"));
       return;
     }
-    if (response.status === 404) { out.replaceChildren(el("p", t("notFound"), "muted")); return; }
+    if (response.status === 404) { out.replaceChildren(el("p", t(scoped("notFound")), "muted")); return; }
     if (!response.ok) { out.replaceChildren(el("p", t("failed", { why: response.status }), "message error")); return; }
     const trace = await response.json();
     const nodes = [el("p", t("matched", { kind: trace.matched.kind, value: trace.matched.value }), "muted")];
+    for (const p of trace.pallets || []) nodes.push(palletBlock(p));
     for (const b of trace.batches || []) nodes.push(batchBlock(b));
     out.replaceChildren(...nodes);
   }
