@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -15,18 +16,18 @@ from typing import TYPE_CHECKING
 from support import wait_until
 
 from agent.config import load_config
-from agent.runtime import Agent
+from agent.runtime.agent import Agent
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-    from support import Broker, Pty
+    from support import MqttBroker, Pty
 
 
 def write_config(
     tmp_path: Path,
-    broker: Broker,
+    broker: MqttBroker,
     scanners: dict[str, tuple[str, Pty]],
     *,
     extra: str = "",
@@ -90,7 +91,7 @@ async def running_agent(config_file: Path) -> AsyncIterator[Agent]:
 # The agent's CLI, with stack dumps on SIGUSR1 for diagnosing a stop that hangs.
 _BOOT = (
     "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
-    "from agent.cli import main; sys.exit(main(sys.argv[1:]))"
+    "from agent.cli.main import main; sys.exit(main(sys.argv[1:]))"
 )
 
 
@@ -101,15 +102,23 @@ class AgentProcess:
     config_file: Path
     log_file: Path
     process: subprocess.Popen[bytes] | None = None
+    nofile: int | None = None  # RLIMIT_NOFILE of the process (a service gets 1024 by default)
 
     def start(self) -> None:
         """Start the agent process."""
         log = self.log_file.open("ab")
+        nofile = self.nofile
+
+        def limit_files() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.process = subprocess.Popen(
             [sys.executable, "-c", _BOOT, "run", "-c", str(self.config_file)],
             stdout=log,
             stderr=log,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=limit_files,  # noqa: PLW1509 (only setrlimit, before exec)
         )
         log.close()
 

@@ -19,8 +19,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from support import free_port, wait_until
 
-from agent.status_view import RuntimeView
-
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Generator
     from pathlib import Path
@@ -28,7 +26,7 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from support import Collected
 
-    from agent.runtime import Agent
+    from agent.runtime.agent import Agent
     from agent.web.view import DestinationStatus
 
 
@@ -53,11 +51,13 @@ class Receiver:
 
     `up` accepts (2xx) and de-duplicates batches by Idempotency-Key; `down` answers 503 with
     `Retry-After: 1`; `reject` answers 422; `slow` holds each request until `release` is set,
-    then accepts it.
+    then accepts it. With `echo`, the 503 and 422 answers first quote the data of the events
+    sent, as many APIs' validation errors do.
     """
 
     port: int = field(default_factory=free_port)
     mode: Mode = "up"
+    echo: bool = False
     held: int = 0  # requests held in `slow` mode so far
     release: asyncio.Event = field(default_factory=asyncio.Event)  # lets held requests go on
     accepted: list[dict[str, Any]] = field(default_factory=list)  # events, first delivery only
@@ -74,12 +74,14 @@ class Receiver:
         key = request.headers.get("idempotency-key", "")
         body = await request.body()
         try:
+            quoted = {"input": [e.get("data") for e in json.loads(body)]} if self.echo else {}
             if self.mode == "down":
                 self.refused += 1
-                return JSONResponse({"error": "maintenance"}, 503, {"Retry-After": "1"})
+                answer = {**quoted, "error": "maintenance"}
+                return JSONResponse(answer, 503, {"Retry-After": "1"})
             if self.mode == "reject":
                 self.refused += 1
-                return JSONResponse({"error": "unknown site plant-a"}, 422)
+                return JSONResponse({**quoted, "error": "unknown site plant-a"}, 422)
             if self.mode == "slow":
                 self.held += 1
                 self.changed.set()
@@ -167,7 +169,7 @@ class Arrivals:
 
 def destination(agent: Agent, name: str) -> DestinationStatus:
     """The status view's entry for destination `name`."""
-    return next(d for d in RuntimeView(agent).status().destinations if d.name == name)
+    return next(d for d in agent.view.status().destinations if d.name == name)
 
 
 def outbox_seqs(receiver: Receiver) -> list[int]:

@@ -13,13 +13,28 @@ import time
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiomqtt
 import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+
+def end_process(process: subprocess.Popen[bytes], *, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`; waits until the process is gone."""
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        kill_process(process)
+
+
+def kill_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL, as a crash or a power loss would; waits until the process is gone."""
+    process.kill()
+    process.wait(5)
 
 
 def free_port() -> int:
@@ -44,6 +59,18 @@ def mosquitto_binary() -> str:
 # files, and cannot read them in pytest's private tmp_path: a broker config that names such
 # files starts with this to keep it root in that case.
 STAY_ROOT = "user root\n" if os.geteuid() == 0 else ""
+
+
+class MqttBroker(Protocol):
+    """Any broker a test started: mosquitto here, NATS and RabbitMQ in `broker_support`."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The broker's address as a Lineside destination url."""
+        ...
 
 
 @dataclass
@@ -97,23 +124,15 @@ class Broker:
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and wait for it."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        self.process = None
+        if self.process is not None:
+            end_process(self.process, grace_s=5)
+            self.process = None
 
     def kill(self) -> None:
         """Kill the broker at once, as a crash or power loss would."""
-        if self.process is None:
-            return
-        self.process.kill()
-        self.process.wait(5)
-        self.process = None
+        if self.process is not None:
+            kill_process(self.process)
+            self.process = None
 
 
 @dataclass
@@ -140,7 +159,7 @@ class Collected:
 
 
 @contextlib.asynccontextmanager
-async def subscriber(broker: Broker, topic: str = "#"):  # type: ignore[no-untyped-def]  # noqa: ANN201
+async def subscriber(broker: MqttBroker, topic: str = "#"):  # type: ignore[no-untyped-def]  # noqa: ANN201
     """An independent MQTT client that collects every message on `topic` while the block runs.
 
     It reconnects by itself when the broker is stopped and started again (persistent session,

@@ -18,19 +18,22 @@ from biip.gs1_messages import GS1Message
 from biip.gtin import Gtin
 
 from agent.alarms import AlarmBoard
-from agent.batches import BatchTracker, WorkOrder
-from agent.config import LineSection, PlcTcpConfig
+from agent.batches.tracecode import TraceCodeError, compose
+from agent.batches.tracker import BatchTracker
+from agent.batches.work_orders import WorkOrder
+from agent.config.line import LineSection
+from agent.config.plcs import PlcOpcUaConfig, PlcTcpConfig
 from agent.events import EventFactory
-from agent.tracecode import TraceCodeError, compose
-from drivers.base import DeviceDisconnected
+from agent.scanning.interpret import Material
+from drivers.base import AddressInfo, DeviceDisconnected, ValueKind
 from sync.outbox import Outbox
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from pathlib import Path
 
-    from drivers.registers import RegisterAddress
-    from sync.base import Draft, Envelope
+    from drivers.plcs.registers import RegisterAddress
+    from sync.base import Envelope
 
 GTIN = "09501101530003"
 OTHER_GTIN = "09501101530010"
@@ -109,13 +112,14 @@ class Bench:
         gtin: str | None = GTIN,
         plc_id: str = "filler",
         serial_lock: asyncio.Lock | None = None,
+        clock: Callable[[], datetime] = lambda: NOON,
         **line: Any,
     ) -> BatchTracker:
         assert self.outbox is not None
         tracker = BatchTracker(
             plc_config(batch, plc_id),
             LineSection.model_validate({"gtin": gtin, **line}),
-            factory=EventFactory("plant-a", "line-3", lambda: NOON),
+            factory=EventFactory("plant-a", "line-3", clock),
             store=self.outbox,
             alarms=self.alarms,
             timezone="Asia/Shanghai",
@@ -370,23 +374,24 @@ async def test_work_order_reopens_an_empty_batch_and_materials_go_into_the_open_
     lot = started[-1]["data"]["lot"]
     assert lot == "line-326112401"  # lot_template with the plant's local date
 
-    def material(data: dict[str, object]) -> Callable[[dict[str, str]], Draft]:
-        def draft(state: dict[str, str]) -> Draft:
-            return EventFactory("plant-a", "line-3").draft(
-                "material.consumed", "scanner:line", data, state=state
-            )
-
-        return draft
-
     consumed: list[Envelope] = []
     for n in (1, 2):
         data: dict[str, object] = {"gtin": OTHER_GTIN, "lot": f"M{n}", "raw": f"raw{n}"}
-        consumed.append(await tracker.consume(data, material(data)))
-        assert data["batch"] == lot
+        material = Material(data, (("lot", f"M{n}"),), tracker.plc_id)
+        consumed.append(await tracker.consume(material, "scanner:line"))
+        event = json.loads(consumed[-1].payload)
+        assert event["data"] == {**data, "batch": lot}
+        assert "batch" not in data, "the scan's data is the scanner's, never changed"
+        assert bench.outbox is not None
+        assert (await bench.outbox.lookup("batch", lot))[-1].seq == consumed[-1].seq
     await tracker.scan_work_order("WO-2")  # the batch has materials: it stays as it is
     assert len(await bench.events("batch.started")) == 2
+    assert tracker.next_work_order == WorkOrder("WO-2", GTIN)
     await bench.reopen()  # materials and the work order survive a restart
     tracker = await bench.tracker(HANDSHAKE)
+    assert tracker.open is not None
+    assert (tracker.open.work_order, tracker.open.planned_qty) == ("WO-1", 500)
+    assert tracker.next_work_order == WorkOrder("WO-2", GTIN)
     await tracker.on_poll(poll(True, ack=False), MemoryPlc(), fresh_link=False)
     done = (await bench.events("batch.completed"))[0]["data"]
     assert done["work_order"] == "WO-1"
@@ -398,6 +403,7 @@ async def test_work_order_reopens_an_empty_batch_and_materials_go_into_the_open_
     following = (await bench.events("batch.started"))[-1]["data"]
     assert following["work_order"] == "WO-2"
     assert following["lot"] == "line-326112402"
+    assert tracker.next_work_order is None
 
 
 async def test_two_lines_with_one_product_never_share_a_serial(bench: Bench) -> None:
@@ -453,3 +459,105 @@ async def test_serials_are_per_product_and_the_lot_counts_batches_of_the_day(
             "11": "261124",
             "21": d["serial"],
         }
+
+
+# --- batches of the day across midnight -------------------------------------------------
+
+
+class WallClock:
+    """The agent's clock, moved by the test (UTC; the plant is in Asia/Shanghai, UTC+8)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_the_first_batch_after_midnight_is_number_one_even_after_a_late_scan(
+    bench: Bench,
+) -> None:
+    """Batch 04 opens before midnight, gets a material after it, and completes after it.
+
+    It stays batch 04 of the day it opened (its lot was composed then); the batch opened at its
+    completion is the first of the new day: 01. Its production date (AI 11) is the day it ended.
+    """
+    clock = WallClock(datetime(2026, 11, 24, 15, 0, tzinfo=UTC))  # 23:00 on the 24th, local
+    tracker = await bench.tracker(EDGE, clock=clock)
+    plc = MemoryPlc()
+    await tracker.on_poll(poll(False), plc, fresh_link=False)
+    for _ in range(3):  # batches 01..03 of the 24th; 04 is open
+        await tracker.on_poll(poll(True), plc, fresh_link=False)
+        await tracker.on_poll(poll(False), plc, fresh_link=False)
+    assert tracker.open is not None
+    assert tracker.open.lot == "line-326112404"
+
+    clock.now = datetime(2026, 11, 24, 16, 30, tzinfo=UTC)  # 00:30 on the 25th, local
+    data: dict[str, object] = {"gtin": OTHER_GTIN, "lot": "M1", "raw": "raw1"}
+    envelope = await tracker.consume(Material(data, (), tracker.plc_id), "scanner:line")
+    await tracker.scan_operator("JANE")
+    assert json.loads(envelope.payload)["data"]["batch"] == "line-326112404"
+    await bench.reopen()  # and across a restart after midnight
+    tracker = await bench.tracker(EDGE, clock=clock)
+    await tracker.on_poll(poll(True), plc, fresh_link=False)
+
+    done = (await bench.events("batch.completed"))[-1]["data"]
+    assert done["lot"] == "line-326112404"
+    assert "(11)261125" in done["trace_code"]  # produced (completed) on the 25th
+    assert done["materials"] == [{"gtin": OTHER_GTIN, "lot": "M1", "raw": "raw1"}]
+    following = (await bench.events("batch.started"))[-1]["data"]
+    assert following["lot"] == "line-326112501"
+
+
+async def test_an_empty_batch_reopened_after_midnight_is_the_first_of_the_new_day(
+    bench: Bench,
+) -> None:
+    """A work order arriving after midnight re-opens yesterday's empty batch 02 as today's 01."""
+    clock = WallClock(datetime(2026, 11, 24, 15, 0, tzinfo=UTC))  # 23:00 local
+    tracker = await bench.tracker(EDGE, clock=clock)
+    plc = MemoryPlc()
+    await tracker.on_poll(poll(False), plc, fresh_link=False)
+    await tracker.on_poll(poll(True), plc, fresh_link=False)
+    await tracker.on_poll(poll(False), plc, fresh_link=False)
+    assert tracker.open is not None
+    assert tracker.open.lot == "line-326112402"
+    clock.now = datetime(2026, 11, 24, 16, 30, tzinfo=UTC)  # 00:30 on the 25th
+    await tracker.set_work_order(WorkOrder("WO-7", GTIN, planned_qty=100))
+    assert tracker.open.lot == "line-326112501"
+    await tracker.on_poll(poll(True), plc, fresh_link=False)
+    assert tracker.open.lot == "line-326112502"
+
+
+# --- a trigger whose type only the PLC knows (OPC UA, EtherNet/IP) ------------------------
+
+
+async def test_a_trigger_the_plc_describes_decides_the_mode_and_its_wrap(bench: Bench) -> None:
+    assert bench.outbox is not None
+    config = PlcOpcUaConfig.model_validate(
+        {
+            "id": "capper",
+            "endpoint": "opc.tcp://127.0.0.1:4840",
+            "batch": {"trigger": "ns=2;s=Capper.Count", "quantity": "ns=2;s=Capper.Qty"},
+        }
+    )
+    tracker = BatchTracker(
+        config,
+        LineSection.model_validate({"gtin": GTIN}),
+        factory=EventFactory("plant-a", "line-3", lambda: NOON),
+        store=bench.outbox,
+        alarms=bench.alarms,
+        timezone="Asia/Shanghai",
+    )
+    await tracker.restore()
+    plc = MemoryPlc()
+    assert tracker.mode == "unknown"  # until the server says what the node holds
+    await tracker.on_poll({"trigger": 5, "quantity": 1}, plc, fresh_link=False)
+    assert await bench.codes() == []
+    tracker.trigger.trigger_info = AddressInfo(ValueKind.INTEGER, False, "UInt16", bits=16)
+    assert tracker.mode == "counter"
+    for value in (65534, 65535, 0):  # baseline, a step, and UInt16 rolling over: a step
+        await tracker.on_poll({"trigger": value, "quantity": 1}, plc, fresh_link=False)
+    assert len(await bench.codes()) == 2
+    assert not bench.alarms.is_active("batch-gap:capper")
+    tracker.trigger.trigger_info = AddressInfo(ValueKind.BOOL, True, "Boolean")
+    assert tracker.mode == "edge"

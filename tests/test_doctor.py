@@ -14,10 +14,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from support import free_port, wait_until
 
-from agent.cli import main
+from agent.cli.doctor import EXIT_FAILED, EXIT_WARNINGS, Finding, Status, exit_code, run_checks
+from agent.cli.main import main
 from agent.config import load_config
-from agent.doctor import EXIT_FAILED, EXIT_WARNINGS, Finding, Status, exit_code, run_checks
-from drivers.plc_sim import FillingLineSimulator
+from drivers.simulators.modbus_plc import FillingLineSimulator
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -161,7 +161,7 @@ async def test_everything_reachable_is_ok(
         "destination qms-drop",
     ):
         assert findings[name].status is Status.OK, findings[name]
-    assert "4 watched value(s)" in findings["plc filler"].detail
+    assert "4 configured address(es)" in findings["plc filler"].detail
     assert "clock" in findings
 
 

@@ -22,9 +22,8 @@ from agent_harness import AgentProcess, running_agent, write_config
 from biip.gs1_messages import GS1Message
 from support import Pty, subscriber, wait_until
 
-from agent.status_view import RuntimeView
-from drivers.plc_sim import ACK, TRIGGER, FillingLineSimulator
-from drivers.registers import RegisterAddress
+from drivers.plcs.registers import RegisterAddress
+from drivers.simulators.modbus_plc import ACK, TRIGGER, FillingLineSimulator
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 
     from support import Broker, Collected
 
-    from agent.batches import BatchTracker
+    from agent.batches.tracker import BatchTracker
 
 GTIN = "09501101530003"
 NODE = "lineside/v1/plant-a/line-3"
@@ -109,6 +108,26 @@ async def finish_handshake(sim: FillingLineSimulator, tracker: BatchTracker, cou
     )
 
 
+def check_restarted_batches(
+    got: Collected, data_dir: Path, point: str, code_before_restart: str, proc: AgentProcess
+) -> list[dict[str, Any]]:
+    """After a kill at `point` mid-handshake and a restart: two batches, each once, in order.
+
+    The PLC held the first batch's code before the restart only if the kill came after it was
+    written (`batch.before_ack`); the restarted agent says it acknowledges again.
+    """
+    events = completed(got)
+    assert [e["data"]["serial"] for e in events] == ["000001", "000002"]
+    assert [e["data"]["quantity"] for e in events] == [11, 12]
+    assert outbox_count(data_dir, "batch.completed") == 2
+    if point == "batch.before_ack":
+        assert code_before_restart == events[0]["data"]["trace_code"]
+    else:
+        assert code_before_restart == ""
+    assert "acknowledging again" in proc.log()
+    return events
+
+
 async def complete(sim: FillingLineSimulator, quantity: int) -> None:
     """Complete a batch as soon as the PLC program has left its previous one."""
     async with asyncio.timeout(20):
@@ -137,7 +156,7 @@ async def test_100_batches_arrive_once_each_with_valid_codes(
         tmp_path, broker, {}, extra=plc_section(tcp(sim)), store='synchronous = "normal"'
     )
     async with subscriber(broker, f"{NODE}/#") as got, running_agent(config) as agent:
-        tracker = agent.lines[0].tracker
+        tracker = agent.batch_lines.named(None)
         for n in range(1, 101):
             await sim.set_value(RECIPE, n * 7)
             await complete(sim, quantity=1000 + n)
@@ -205,16 +224,8 @@ async def test_sigkill_between_commit_and_ack_stamps_once(
         finally:
             if proc.process is not None:
                 assert proc.terminate() == 0
-    events = completed(got)
-    assert [e["data"]["serial"] for e in events] == ["000001", "000002"]
-    assert [e["data"]["quantity"] for e in events] == [11, 12]
-    assert outbox_count(tmp_path / "data", "batch.completed") == 2
-    if point == "batch.before_ack":
-        assert code_before_restart == events[0]["data"]["trace_code"]
-    else:
-        assert code_before_restart == ""
+    events = check_restarted_batches(got, tmp_path / "data", point, code_before_restart, proc)
     assert sim.last_code == events[1]["data"]["trace_code"]
-    assert "acknowledging again" in proc.log()
 
 
 # --- PLC faults, outage and restart -------------------------------------------------------
@@ -225,8 +236,7 @@ async def test_plc_faults_show_in_health_and_the_line_recovers(
 ) -> None:
     config = write_config(tmp_path, broker, {}, extra=plc_section(tcp(sim), poll_ms=20))
     async with subscriber(broker, f"{NODE}/#") as got, running_agent(config) as agent:
-        line = agent.lines[0]
-        health, tracker = line.health, line.tracker
+        health, tracker = agent.lines[0].health, agent.batch_lines.named(None)
         await wait_until(lambda: health.connected, what="PLC connected")
         batches = 0
 
@@ -281,7 +291,7 @@ async def test_counter_trigger_counts_each_step_once(tmp_path: Path, broker: Bro
         section = plc_section(tcp(sim), trigger="holding:10", handshake=False, poll_ms=20)
         config = write_config(tmp_path, broker, {}, extra=section)
         async with subscriber(broker, f"{NODE}/#") as got, running_agent(config) as agent:
-            tracker, health = agent.lines[0].tracker, agent.lines[0].health
+            tracker, health = agent.batch_lines.named(None), agent.lines[0].health
             counter_state = "batch:filler:counter"
             await wait_until(lambda: agent.outbox.state(counter_state) == "0", what="baseline")
             for n in range(1, 4):
@@ -312,7 +322,7 @@ async def test_edge_trigger_stamps_each_pulse_once(tmp_path: Path, broker: Broke
         section = plc_section(tcp(sim), handshake=False, poll_ms=20)
         config = write_config(tmp_path, broker, {}, extra=section)
         async with subscriber(broker, f"{NODE}/#") as got, running_agent(config) as agent:
-            tracker = agent.lines[0].tracker
+            tracker = agent.batch_lines.named(None)
             for n in range(1, 6):
                 # the trigger must be seen low between two pulses too
                 await wait_until(lambda: agent.outbox.state("batch:filler:level") == "0")
@@ -378,7 +388,7 @@ async def test_rtu_line_through_a_serial_cable(tmp_path: Path, broker: Broker) -
             subscriber(broker, f"{NODE}/#") as got,
             running_agent(config) as agent,
         ):
-            tracker = agent.lines[0].tracker
+            tracker = agent.batch_lines.named(None)
             for n in range(1, 4):
                 await complete(sim, quantity=n)
                 await finish_handshake(sim, tracker, n)
@@ -411,7 +421,7 @@ async def test_work_orders_from_mes_scan_and_page_and_materials_in_the_lot(
         tmp_path, broker, {"line-feed": ("line", pty)}, extra=plc_section(tcp(sim), poll_ms=20)
     )
     async with subscriber(broker, f"{NODE}/#") as got, running_agent(config) as agent:
-        tracker = agent.lines[0].tracker
+        tracker = agent.batch_lines.named(None)
         await wait_until(lambda: agent.commands is not None and agent.commands.connected)
         body = {"work_order": "WO-1", "gtin": GTIN, "planned_qty": 500}
         assert await command(broker, json.dumps(body).encode()) == {
@@ -441,7 +451,7 @@ async def test_work_orders_from_mes_scan_and_page_and_materials_in_the_lot(
         await finish_handshake(sim, tracker, 1)
         pty.write(b"WO:WO-2\r\n")  # a work-order barcode at the line
         await got.wait_for(lambda g: started(g)[-1]["data"]["work_order"] == "WO-2")
-        await RuntimeView(agent).set_work_order("WO-3", None, "LOT-3", 10)  # the status page
+        await agent.view.set_work_order("WO-3", None, "LOT-3", 10)  # the status page
         await got.wait_for(lambda g: started(g)[-1]["data"]["work_order"] == "WO-3")
         await complete(sim, quantity=10)
         await finish_handshake(sim, tracker, 2)

@@ -27,8 +27,7 @@ from destination_support import (
 )
 from support import STAY_ROOT, Pty, subscriber, wait_until
 
-from agent.destinations import DestinationLog
-from agent.status_view import RuntimeView
+from agent.runtime.destinations import DestinationLog
 from sync.publisher import DestinationHealth
 
 if TYPE_CHECKING:
@@ -44,10 +43,10 @@ if TYPE_CHECKING:
 async def test_http_down_for_1000_events_while_mqtt_flows_then_all_arrive_once_in_order(
     tmp_path: Path, broker: Broker, pty: Pty, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agent.destinations")
+    caplog.set_level(logging.INFO, logger="agent.runtime.destinations")
 
     def log_lines() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "agent.destinations"]
+        return [r.getMessage() for r in caplog.records if r.name == "agent.runtime.destinations"]
 
     receiver = Receiver(mode="down")
     config = write_config(
@@ -123,7 +122,7 @@ async def test_http_4xx_is_quarantined_visibly_and_released_after_the_fix(
         subscriber(broker, EVENTS + "#") as got,
         running_agent(config) as agent,
     ):
-        view = RuntimeView(agent)
+        view = agent.view
         arrivals = Arrivals(got)
         for raw in ("REJ-1", "REJ-2", "REJ-3"):
             pty.write(f"{raw}\r\n".encode())
@@ -224,7 +223,7 @@ def health(*, connected: bool = True, error: str | None = None) -> DestinationHe
 
 
 def test_destination_log_line_on_change_and_once_a_period(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="agent.destinations")
+    caplog.set_level(logging.INFO, logger="agent.runtime.destinations")
     now = [0.0]
     destination_log = DestinationLog(period_s=60, clock=lambda: now[0])
     steps = [

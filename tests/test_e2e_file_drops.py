@@ -179,8 +179,10 @@ async def test_file_sink_refusing_part_of_a_batch_parks_only_those(tmp_path: Pat
 
     def draft(n: int) -> Draft:
         bad = n % 5 == 2  # a payload that is no JSON object cannot be a CSV row
-        body = b'"not an object"' if bad else json.dumps({"id": f"ev-{n}", "seq": n}).encode()
-        return Draft(id=f"ev-{n}", route="goods.received", render=lambda _seq: body)
+        head, tail = (
+            (b'"not an object ', b'"') if bad else (f'{{"id": "ev-{n}", "seq": '.encode(), b"}")
+        )
+        return Draft(id=f"ev-{n}", route="goods.received", head=head, tail=tail)
 
     async with Outbox(tmp_path / "o.db", min_free_bytes=0, destinations=["qms-drop"]) as outbox:
         await outbox.append_many([draft(n) for n in range(20)])

@@ -111,7 +111,7 @@ async def test_broker_outage_1000_scans_all_arrive_in_order(
             if i % 50 == 49:
                 await asyncio.sleep(0.01)  # a scanner does not send 1000 reads in one burst
         await wait_until(
-            lambda: agent.state.recent_scans[-1].data.get("raw") == "SCAN-00999",
+            lambda: agent.state.recent_scans[-1][1].data.get("raw") == "SCAN-00999",
             timeout=30,
             what="1000 scans committed",
         )
@@ -227,7 +227,7 @@ async def test_quiet_line_notices_broker_down_and_back(
         await wait_until(lambda: publisher.health.connected, what="broker connected")
         broker.stop()
         await wait_until(lambda: not publisher.health.connected, timeout=15, what="outage noticed")
-        assert any("plant-broker" in reason for reason in agent.check_health())
+        assert any("plant-broker" in reason for reason in agent.monitor.check_health())
         broker.start()
         await wait_until(lambda: publisher.health.connected, timeout=30, what="reconnected")
-        assert not any("plant-broker" in reason for reason in agent.check_health())
+        assert not any("plant-broker" in reason for reason in agent.monitor.check_health())

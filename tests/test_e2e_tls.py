@@ -111,7 +111,7 @@ async def test_wrong_ca_is_refused_clearly_and_nothing_is_lost_once_fixed(
         # the plain destination next to it is not held up
         assert destination(agent, "plant-broker").connected is True
         await wait_until(
-            lambda: any("plant-tls" in r and "wrong CA" in r for r in agent.health_reasons),
+            lambda: any("plant-tls" in r and "wrong CA" in r for r in agent.monitor.health_reasons),
             what="the reason on /healthz",
         )
         assert agent.status_url is not None

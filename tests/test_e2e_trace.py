@@ -21,10 +21,10 @@ from support import CHROMIUM, Pty, wait_until
 from test_web_browser import browsing
 from trace_history import MATERIAL_1, MATERIAL_2, PRODUCT, carton_label, pallet_label
 
-from agent.cli import main
-from agent.trace_bench import sscc
-from agent.tracing import trace_file
-from drivers.plc_sim import FillingLineSimulator
+from agent.cli.main import main
+from agent.cli.trace_bench import sscc
+from agent.history.trace import trace_file
+from drivers.simulators.modbus_plc import FillingLineSimulator
 
 if TYPE_CHECKING:
     from support import Broker
@@ -82,7 +82,7 @@ async def test_trace_from_a_shipped_pallet_back_to_materials(
                 extra=plc_config(sim.port),
             )
             async with running_agent(config) as agent:
-                tracker = agent.lines[0].tracker
+                tracker = agent.batch_lines.named(None)
                 pty.write(pallet_label(PALLET_A, MATERIAL_1, "MAT-A", 40) + b"\r\n")
                 pty.write(pallet_label(PALLET_B, MATERIAL_2, "MAT-B", 40) + b"\r\n")
                 line.write(b"OP:JANE\r\n")
@@ -163,6 +163,7 @@ async def test_trace_page_shows_the_chain_escaped(tmp_path: Path) -> None:
                 "params": {"fill_temp_c": 4.1},
                 "materials": [{"gtin": MATERIAL_1, "lot": "MAT-A", "consumed": [], "received": []}],
                 "shipments": [],
+                "packed_into": ["095011010000000017"],
                 "reconciliation": {
                     "status": "discrepancy",
                     "plc_quantity": 10,
@@ -171,9 +172,22 @@ async def test_trace_page_shows_the_chain_escaped(tmp_path: Path) -> None:
                 },
             }
         ],
+        "pallets": [
+            {
+                "sscc": "095011010000000017",
+                "count": 1,
+                "children": [
+                    {
+                        "kind": "item",
+                        "gtin": PRODUCT,
+                        "serial": img,
+                        "batches": [{"trace_code": "(01)PALLET-CHILD-BATCH", "lot": "L1"}],
+                    }
+                ],
+            }
+        ],
     }
     async with browsing(tmp_path) as b:
-        b.view.trace_available = True
         b.view.traces["L1"] = chain
         await b.page.fill("#trace-form input[name=code]", "L1")
         await b.page.click("#trace-go")
@@ -182,6 +196,9 @@ async def test_trace_page_shows_the_chain_escaped(tmp_path: Path) -> None:
         await expect(result).to_contain_text(img)
         await expect(result).to_contain_text("MAT-A")
         await expect(result).to_contain_text("12 units shipped but the PLC counted 10")
+        await expect(result).to_contain_text("Pallet SSCC 095011010000000017")
+        await expect(result).to_contain_text("from batch (01)PALLET-CHILD-BATCH")
+        await expect(result).to_contain_text("Packed into095011010000000017")
         await b.page.fill("#trace-form input[name=code]", "UNKNOWN")
         await b.page.click("#trace-go")
         await expect(result).to_contain_text("No history of this code")

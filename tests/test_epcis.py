@@ -19,9 +19,9 @@ from trace_history import (
     write_chain,
 )
 
-from agent.epcis import class_uri, epcis_document, instance_uri
-from agent.history import HistoryReader
-from agent.reports import lot_report
+from agent.history.epcis import class_uri, epcis_document, instance_uri
+from agent.history.reader import HistoryReader
+from agent.history.reports import lot_report
 from sync.outbox import Outbox
 
 Validator = Any  # jsonschema.protocols.Validator (the package ships no type stubs)

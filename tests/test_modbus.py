@@ -14,14 +14,15 @@ from pydantic import TypeAdapter, ValidationError
 from support import free_port, wait_until
 
 from drivers.base import DeviceDisconnected, DeviceProtocolError, DeviceUnavailable
-from drivers.modbus import (
+from drivers.plcs.modbus import (
     ModbusPlc,
     ModbusRtuSettings,
     ModbusSettings,
     ModbusTcpSettings,
     PlcSnapshot,
 )
-from drivers.plc_sim import (
+from drivers.plcs.registers import RegisterAddress, Value
+from drivers.simulators.modbus_plc import (
     ACK,
     CODE,
     COUNTER,
@@ -30,7 +31,6 @@ from drivers.plc_sim import (
     TRIGGER,
     FillingLineSimulator,
 )
-from drivers.registers import RegisterAddress, Value
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -295,7 +295,7 @@ async def test_snapshots_wait_for_a_plc_that_is_not_there_yet() -> None:
 async def test_polls_follow_the_clock(
     sim: FillingLineSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="drivers.modbus")
+    caplog.set_level(logging.INFO, logger="drivers.plcs.modbus")
     plc = ModbusPlc("filler", tcp(sim, poll_ms=10), watch=WATCH)
     async with plc, streaming(plc) as stream:
         await wait_until(lambda: len(stream.seen) >= 5, what="five polls")

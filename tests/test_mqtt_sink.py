@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -10,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ from support import STAY_ROOT, Broker, free_port, wait_until
 
 from sync.base import Envelope, SinkRejected, SinkUnavailable
 from sync.mqtt import MqttDestinationConfig, MqttSink
+from sync.topics import Topics
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -41,7 +44,7 @@ def config(url: str, **overrides: Any) -> MqttDestinationConfig:
 def sink(cfg: MqttDestinationConfig, client_id: str = "lineside-test") -> MqttSink:
     return MqttSink(
         cfg,
-        topic_base=BASE,
+        topics=Topics(BASE),
         client_id=client_id,
         online_payload=ONLINE,
         offline_payload=OFFLINE,
@@ -237,10 +240,11 @@ async def test_state_online_retained_on_connect_and_offline_on_clean_exit(broker
 VICTIM = """
 import asyncio, sys
 from sync.mqtt import MqttDestinationConfig, MqttSink
+from sync.topics import Topics
 
 async def main() -> None:
     cfg = MqttDestinationConfig(name="d", kind="mqtt", url=sys.argv[1], keepalive=5)
-    async with MqttSink(cfg, topic_base=sys.argv[2], client_id="victim",
+    async with MqttSink(cfg, topics=Topics(sys.argv[2]), client_id="victim",
                         online_payload=sys.argv[3].encode(), offline_payload=sys.argv[4].encode()):
         print("connected", flush=True)
         await asyncio.Event().wait()
@@ -456,8 +460,61 @@ async def test_username_and_password_file(
             pass
 
 
+class _SlowHandback(concurrent.futures.ThreadPoolExecutor):
+    """Runs a job, then holds its result back a while: a loaded machine's executor thread."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        def slow() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                time.sleep(0.3)
+
+        return super().submit(slow)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_refusal_read_before_the_connect_returns_is_named(
+    auth_broker: Broker, tmp_path: Path, protocol: str
+) -> None:
+    """aiomqtt connects in an executor thread while the loop already reads the socket: on a
+    loaded machine the broker's refusal and its close are read before the connect call returns.
+    The refusal is what the operator sees, not "closed before answering the CONNECT"."""
+    pw = tmp_path / "agent.pw"
+    pw.write_text("wrong horse\n")
+    cfg = config(auth_broker.url, username="agent", password_file=pw, protocol=protocol)
+    loop = asyncio.get_running_loop()
+    slow = _SlowHandback(max_workers=2)
+    loop.set_default_executor(slow)
+    try:
+        with pytest.raises(SinkUnavailable, match="not authorized"):
+            async with sink(cfg):
+                pass
+    finally:
+        slow.shutdown(wait=True)
+
+
 async def test_missing_password_file_is_unavailable(broker: Broker, tmp_path: Path) -> None:
     cfg = config(broker.url, username="agent", password_file=tmp_path / "nope")
     with pytest.raises(SinkUnavailable, match="cannot load credentials"):
         async with sink(cfg):
             pass
+
+
+@pytest.mark.parametrize(
+    ("protocol", "said"),
+    [
+        ("5", "the broker has retained messages off"),
+        ("3.1.1", f"before answering the CONNECT (its retained will to {BASE}/state: a topic"),
+    ],
+)
+async def test_retained_messages_off_is_said(tmp_path: Path, protocol: str, said: str) -> None:
+    off = Broker(tmp_path, extra_config="retain_available false\n")
+    off.start()
+    try:
+        with pytest.raises(SinkUnavailable) as info:
+            async with sink(config(off.url, protocol=protocol, connect_timeout=3)):
+                pass
+    finally:
+        off.stop()
+    assert said in str(info.value)

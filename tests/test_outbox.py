@@ -26,10 +26,8 @@ def draft(
     state: dict[str, str] | None = None,
     keys: tuple[tuple[str, str], ...] = (),
 ) -> Draft:
-    def render(seq: int) -> bytes:
-        return f'{{"n": {n}, "seq": {seq}}}'.encode() + b" " * size
-
-    return Draft(id=f"id-{n}", route=route, render=render, state=state or {}, keys=keys)
+    head, tail = f'{{"n": {n}, "seq": '.encode(), b"}" + b" " * size
+    return Draft(id=f"id-{n}", route=route, head=head, tail=tail, state=state or {}, keys=keys)
 
 
 async def test_group_commit_is_gapless_and_shares_transactions(tmp_path: Path) -> None:
@@ -39,7 +37,7 @@ async def test_group_commit_is_gapless_and_shares_transactions(tmp_path: Path) -
         assert outbox.last_seq == 200
         assert outbox.commits < 200
         for e in envelopes:
-            assert e.payload.endswith(f'"seq": {e.seq}}}'.encode())
+            assert e.payload == f'{{"n": {e.id.removeprefix("id-")}, "seq": {e.seq}}}'.encode()
 
 
 async def test_reopen_keeps_events_cursors_and_state(tmp_path: Path) -> None:
@@ -66,18 +64,15 @@ async def test_reopen_keeps_events_cursors_and_state(tmp_path: Path) -> None:
 
 
 async def test_state_commits_with_its_event_or_not_at_all(tmp_path: Path) -> None:
-    def broken(seq: int) -> bytes:
-        raise RuntimeError(f"cannot render {seq}")
-
-    async with Outbox(tmp_path / "o.db", min_free_bytes=0) as outbox:
+    async with Outbox(tmp_path / "o.db", min_free_bytes=0, max_backlog_bytes=1000) as outbox:
         await outbox.append(draft(1, state={"k": "1"}))
-        bad = Draft(id="bad", route="scan", render=broken, state={"k": "2"})
+        too_big = draft(3, state={"k": "2"}, size=2000)  # refused by the backlog limit
         results = await asyncio.gather(
-            outbox.append(bad), outbox.append(draft(2)), return_exceptions=True
+            outbox.append(too_big), outbox.append(draft(2)), return_exceptions=True
         )
-        assert isinstance(results[0], RuntimeError)
+        assert isinstance(results[0], OutboxFull)
         assert outbox.state("k") == "1"
-        assert outbox.last_seq == 2  # no gap for the failed render
+        assert outbox.last_seq == 2  # no gap for the refused append
     with sqlite3.connect(tmp_path / "o.db") as db:
         assert db.execute("SELECT value FROM state WHERE key = 'k'").fetchall() == [("1",)]
         assert db.execute("SELECT seq FROM events").fetchall() == [(1,), (2,)]
@@ -107,7 +102,7 @@ async def main() -> None:
         n = 0
         while True:
             batch = [outbox.append(Draft(id=f"id-{n + i}", route="scan",
-                                         render=lambda s: b"x" * 100,
+                                         head=b"x" * 100, tail=b"",
                                          state={"last": str(n + i)}))
                      for i in range(20)]
             n += 20
@@ -164,6 +159,22 @@ async def test_backlog_limit_refuses_without_dropping(tmp_path: Path) -> None:
         await outbox.flush()
         assert (await outbox.append(draft(9, size=200))).seq == 5
         assert (await outbox.backlog("a")).count == 3
+
+
+async def test_backlog_limit_holds_after_deliveries_and_a_rewind(tmp_path: Path) -> None:
+    """The delivered figure is kept between commits; a rewind makes the backlog whole again."""
+    async with Outbox(
+        tmp_path / "o.db", max_backlog_bytes=1000, min_free_bytes=0, destinations=["a"]
+    ) as outbox:
+        await outbox.append_many([draft(i, size=200) for i in range(4)])  # ~870 bytes
+        outbox.advance("a", 4)  # delivered
+        for i in range(4, 9):  # accepted: the backlog is one event at a time
+            (envelope,) = await outbox.append_many([draft(i, size=200)])
+            outbox.advance("a", envelope.seq)
+        await outbox.rewind("a", 0)  # all nine undelivered again: ~1,960 bytes
+        with pytest.raises(OutboxFull, match="max_backlog_bytes"):
+            await outbox.append(draft(99, size=200))
+        assert outbox.last_seq == 9
 
 
 async def test_disk_minimum_refuses(tmp_path: Path) -> None:
@@ -246,3 +257,30 @@ async def test_quarantine_release_and_drop(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "o.db") as db:
         log = db.execute("SELECT seq, action, reason FROM quarantine_log ORDER BY seq").fetchall()
     assert log == [(1, "resent", "delivered"), (2, "dropped", "operator: bad label")]
+
+
+async def test_reads_of_fresh_events_from_memory_match_the_database(tmp_path: Path) -> None:
+    """A caught-up reader gets the just-committed events from memory: the same answer as SQLite."""
+    async with Outbox(tmp_path / "o.db", min_free_bytes=0) as outbox:
+        for i in range(60):
+            await outbox.append(draft(i, "batch" if i % 7 == 0 else "scan"))
+        asks = [
+            (after, routes, limit)
+            for after in (0, 1, 13, 59, 60)
+            for routes in (None, frozenset({"*"}), frozenset({"batch"}), frozenset({"none"}))
+            for limit in (1, 2, 500)
+        ]
+        from_memory = [await outbox.read(a, routes=r, limit=n) for a, r, n in asks]
+        outbox._tail.clear()  # the same reads, now answered by SQLite
+        from_sqlite = [await outbox.read(a, routes=r, limit=n) for a, r, n in asks]
+        assert from_memory == from_sqlite
+
+
+async def test_pruned_events_are_not_read_from_memory_after_a_rewind(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "o.db", min_free_bytes=0, destinations=["a"]) as outbox:
+        await outbox.append_many([draft(i) for i in range(10)])
+        outbox.advance("a", 8)
+        assert await outbox.prune(time.time() + 1) == 8
+        await outbox.rewind("a", 0)
+        envelopes, _ = await outbox.read(0, routes=None, limit=500)
+        assert [e.seq for e in envelopes] == [9, 10]

@@ -16,9 +16,9 @@ from paho.mqtt.properties import Properties
 from ulid import ULID
 
 from agent import events
-from agent.bench_drain import DeliveryWatch, peak_rss_kib
-from agent.gs1_elements import extract_element
-from agent.symbology import split_identifier
+from agent.cli.bench_drain import DeliveryWatch, peak_rss_kib
+from agent.scanning.gs1_elements import extract_element
+from agent.scanning.symbology import split_identifier
 from sync.base import Envelope
 from sync.mqtt_paho import EventProperties, PahoLog
 

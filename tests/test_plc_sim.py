@@ -11,8 +11,9 @@ from pymodbus.client import AsyncModbusTcpClient
 from support import free_port, wait_until
 
 from drivers.base import DeviceUnavailable
-from drivers.modbus import ModbusPlc, ModbusTcpSettings
-from drivers.plc_sim import (
+from drivers.plcs.modbus import ModbusPlc, ModbusTcpSettings
+from drivers.plcs.registers import RegisterAddress
+from drivers.simulators.modbus_plc import (
     ACK,
     CODE,
     COUNTER,
@@ -22,7 +23,6 @@ from drivers.plc_sim import (
     TRIGGER,
     FillingLineSimulator,
 )
-from drivers.registers import RegisterAddress
 
 MAP = {
     "trigger": TRIGGER,
@@ -143,7 +143,7 @@ async def test_standalone_command() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "drivers.plc_sim",
+        "drivers.simulators.modbus_plc",
         "--port",
         str(port),
         stdout=asyncio.subprocess.DEVNULL,

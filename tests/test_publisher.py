@@ -98,7 +98,7 @@ class MemorySink:
 
 
 def draft(n: int, route: str = "scan") -> Draft:
-    return Draft(id=f"id-{n}", route=route, render=lambda seq: f"{n}:{seq}".encode())
+    return Draft(id=f"id-{n}", route=route, head=f"{n}:".encode(), tail=b"")
 
 
 @contextlib.asynccontextmanager

@@ -5,7 +5,8 @@ import math
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from drivers.registers import (
+from drivers.base import ValueKind
+from drivers.plcs.registers import (
     MAX_READ_BITS,
     MAX_READ_REGISTERS,
     ReadBlock,
@@ -68,7 +69,6 @@ def test_canonical_text() -> None:
         ("holding:65536", "address must be 0..65535"),
         ("holding:65535:uint32", "runs past address 65535"),
         ("holding:1:float64", "unknown type 'float64'"),
-        ("holding:1:bool", "cannot be bool"),
         ("coil:1:uint16", "type must be bool"),
         ("discrete:1:string:4", "type must be bool"),
         ("holding:200:string", "string needs a length"),
@@ -231,7 +231,19 @@ def test_register_spec_in_pydantic_models() -> None:
     assert config.model_dump() == {"trigger": "coil:0", "quantity": "holding:100:uint32"}
     assert _Config.model_validate_json(config.model_dump_json()) == config
     assert _Config.model_json_schema()["properties"]["trigger"]["type"] == "string"
-    with pytest.raises(ValidationError, match=r"holding:1:bool.*cannot be bool"):
-        _Config.model_validate({"trigger": "holding:1:bool"})
+    on_register = _Config.model_validate({"trigger": "holding:1:bool"})  # the contract's TYPEs
+    assert on_register.trigger == addr("holding:1:bool")
     with pytest.raises(ValidationError, match="is a string like"):
         _Config.model_validate({"trigger": 5})
+
+
+def test_bool_in_a_register_is_zero_or_one() -> None:
+    """CONTRACTS.md lists bool among every table's TYPEs: a whole word holding 0 or 1."""
+    flag = addr("holding:7:bool")
+    assert (flag.width, flag.info.kind, flag.info.writable) == (1, ValueKind.BOOL, True)
+    assert flag.decode([0]) is False
+    assert flag.decode([1]) is True
+    assert flag.decode([5]) is True  # a PLC that sets any non-zero value
+    assert flag.encode(value=True) == [1]
+    assert flag.encode(value=False) == [0]
+    assert addr("input:3:bool").info.writable is False

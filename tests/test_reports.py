@@ -21,11 +21,11 @@ from trace_history import (
     write_chain,
 )
 
-from agent.cli import main
-from agent.history import HistoryReader
-from agent.reports import CSV_COLUMNS, lot_report, render_report, report_csv
-from agent.scans import StationRole
-from agent.trace_bench import sscc
+from agent.cli.main import main
+from agent.cli.trace_bench import sscc
+from agent.config.scanners import StationRole
+from agent.history.reader import HistoryReader
+from agent.history.reports import CSV_COLUMNS, lot_report, render_report, report_csv
 from sync.outbox import Outbox
 
 if TYPE_CHECKING:

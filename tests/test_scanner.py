@@ -18,8 +18,8 @@ from pydantic import Field, ValidationError
 from support import free_port, wait_until
 
 from drivers.base import DeviceDisconnected, DeviceUnavailable, ScanReading
-from drivers.framing import INCOMPLETE, INCOMPLETE_AT_DISCONNECT, Frame, TerminatorFramer
-from drivers.scanner import ScannerSettings, SerialScanner
+from drivers.scanners.framing import INCOMPLETE, INCOMPLETE_AT_DISCONNECT, Frame, TerminatorFramer
+from drivers.scanners.serial import ScannerSettings, SerialScanner
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -297,7 +297,7 @@ async def test_pty_unplug_raises_device_disconnected(pty: Pty) -> None:
 async def test_pty_stream_survives_unplug_with_no_cpu_spin_and_logs_once(
     pty: Pty, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="drivers.scanner")
+    caplog.set_level(logging.DEBUG, logger="drivers.scanners.serial")
     scanner = on_pty(pty, reconnect_max_s=0.5)
     async with streaming(scanner) as queue:
         await wait_until(lambda: scanner.health.connected, timeout=10, what="first connect")
@@ -321,7 +321,7 @@ async def test_pty_stream_survives_unplug_with_no_cpu_spin_and_logs_once(
         assert (await take(queue)).data == b"AFTER"
         assert scanner.health.reconnects == 1
 
-    scanner_logs = [r for r in caplog.records if r.name == "drivers.scanner"]
+    scanner_logs = [r for r in caplog.records if r.name == "drivers.scanners.serial"]
     warnings = [r for r in scanner_logs if r.levelno == logging.WARNING]
     backs = [r for r in scanner_logs if "link back" in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]

@@ -10,9 +10,32 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.scans import REJECTED_RAW_MAX_BYTES, StationRole, interpret
+from agent.config.scanners import StationRole
+from agent.scanning.interpret import (
+    REJECTED_RAW_MAX_BYTES,
+    BadgeScan,
+    Material,
+    Receipt,
+    Rejected,
+    ScanEvent,
+    Shipment,
+    StationRules,
+    WorkOrderScan,
+    interpret,
+)
 
-IN, OUT, LINE = StationRole.INBOUND, StationRole.OUTBOUND, StationRole.LINE
+IN, OUT, LINE = (
+    StationRules(role) for role in (StationRole.INBOUND, StationRole.OUTBOUND, StationRole.LINE)
+)
+
+
+def read_at(raw: bytes, at: StationRules, *, error: str | None = None) -> ScanEvent:
+    """What `raw` means at a station without line instructions: an event of its own."""
+    result = interpret(raw, at, error=error)
+    assert isinstance(result, Receipt | Shipment | Material | Rejected), result
+    return result
+
+
 GTIN = "09501101530003"  # valid check digit
 BAD_GTIN = "09501101530004"
 SSCC = "095011015300000010"  # valid check digit
@@ -25,7 +48,7 @@ class Read:
     """One row: the bytes read, and either the exact accepted data or the rejection."""
 
     raw: bytes
-    role: StationRole = IN
+    role: StationRules = IN
     type: str = "goods.received"
     data: dict[str, Any] | None = None  # exact data of an accepted read
     reason: str | None = None  # a substring of a rejection's reason
@@ -34,23 +57,23 @@ class Read:
     error: str | None = None
 
 
-def accepted(read: bytes, role: StationRole, data: dict[str, Any], keys: Any = None) -> Read:
+def accepted(read: bytes, role: StationRules, data: dict[str, Any], keys: Any = None) -> Read:
     kind = {IN: "goods.received", OUT: "goods.shipped", LINE: "material.consumed"}[role]
     return Read(read, role, kind, data=data, keys=keys)
 
 
 def rejected(
-    raw: bytes, reason: str, role: StationRole = IN, *, shown: str | None = None, **kw: Any
+    raw: bytes, reason: str, role: StationRules = IN, *, shown: str | None = None, **kw: Any
 ) -> Read:
     return Read(raw, role, "scan.rejected", reason=reason, shown=shown, **kw)
 
 
-def gs1(raw: str, symbology: str, role: StationRole = IN, keys: Any = None, **fields: Any) -> Read:
+def gs1(raw: str, symbology: str, role: StationRules = IN, keys: Any = None, **fields: Any) -> Read:
     """An accepted GS1 read; `fields` hold `gs1` and the promoted fields."""
     return accepted(raw.encode(), role, {"raw": raw, "symbology": symbology, **fields}, keys)
 
 
-def plain(raw: str, role: StationRole = IN, symbology: str = "unknown") -> Read:
+def plain(raw: str, role: StationRules = IN, symbology: str = "unknown") -> Read:
     return accepted(raw.encode(), role, {"raw": raw, "symbology": symbology}, ())
 
 
@@ -329,14 +352,14 @@ CASES = [
 
 
 @pytest.mark.parametrize("read", CASES)
-def test_interpret(read: Read) -> None:
-    result = interpret(read.raw, read.role, error=read.error)
+def test_read_at(read: Read) -> None:
+    result = read_at(read.raw, read.role, error=read.error)
     assert result.type == read.type, result.data
     if read.data is not None:
         assert result.data == read.data
     else:
         assert read.reason is not None
-        assert set(result.data) == {"raw", "reason"}
+        assert set(result.data) == {"raw", "reason", "reason_code", "reason_params"}
         assert read.reason in result.data["reason"]
         assert result.keys == ()
         if read.shown is not None:
@@ -345,39 +368,126 @@ def test_interpret(read: Read) -> None:
         assert result.keys == read.keys
 
 
+CODED: list[tuple[str, bytes, str | None, str, dict[str, Any]]] = [
+    # (id, read, driver error, reason_code, reason_params)
+    (
+        "gtin-check-digit",
+        f"]C101{BAD_GTIN}10A".encode(),
+        None,
+        "gs1.check_digit",
+        {"kind": "GTIN", "value": BAD_GTIN, "expected": 3},
+    ),
+    (
+        "bare-gtin-check-digit",
+        BAD_GTIN[1:].encode(),
+        None,
+        "gs1.check_digit",
+        {"kind": "GTIN", "value": BAD_GTIN[1:], "expected": 3},
+    ),
+    (
+        "sscc-check-digit",
+        f"]C100{BAD_SSCC}".encode(),
+        None,
+        "gs1.check_digit",
+        {"kind": "SSCC", "value": BAD_SSCC, "expected": 0},
+    ),
+    (
+        "digital-link-check-digit",
+        f"https://id.gs1.org/01/{BAD_GTIN}".encode(),
+        None,
+        "gs1.check_digit",
+        {"kind": "GTIN", "value": BAD_GTIN, "expected": 3},
+    ),
+    (
+        "no-such-month",
+        f"]C101{GTIN}17261331".encode(),
+        None,
+        "gs1.invalid_value",
+        {"ai": "17", "title": "USE BY or EXPIRY", "format": "N2+N6", "value": "261331"},
+    ),
+    (
+        "no-such-day",
+        f"]C101{GTIN}17260230".encode(),
+        None,
+        "gs1.invalid_date",
+        {"ai": "17", "title": "USE BY or EXPIRY", "value": "260230"},
+    ),
+    (
+        "lot-with-a-bad-character",
+        b"]C110A\xc3\xa9",
+        None,
+        "gs1.separator_missing",
+        {"ai": "10", "title": "BATCH/LOT", "format": "N2+X..20", "rest": "\u00e9"},
+    ),
+    ("unknown-ai", b"]C1HELLO", None, "gs1.unknown_ai", {"at": "HELLO"}),
+    ("repeated-ai", b"]C110AB\x1d10AC", None, "gs1.repeated_ai", {"ai": "10"}),
+    ("no-data", b"]C1", None, "no_data", {"identifier": "]C1"}),
+    ("control", b"AB\x07C", None, "control_character", {"char": "0x07", "position": 2}),
+    (
+        "bidi",
+        "A\u202eB".encode(),
+        None,
+        "non_printing_character",
+        {"char": "U+202E", "position": 1},
+    ),
+    ("utf8", b"\xff\xfe", None, "not_utf8", {"byte": "0xff", "position": 0}),
+    ("too-long", b"A" * 513, None, "too_long", {"max": 512, "length": 513}),
+    ("empty", b"  ", None, "empty", {}),
+    ("frame-too-long", b"PO-4711", "frame longer than 512 bytes", "frame.too_long", {"max": 512}),
+    ("frame-incomplete", b"PO-47", "incomplete frame (no terminator)", "frame.incomplete", {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "code", "params"), [c[1:] for c in CODED], ids=[c[0] for c in CODED]
+)
+def test_a_rejection_has_a_stable_code_and_params_beside_its_english_reason(
+    raw: bytes, error: str | None, code: str, params: dict[str, Any]
+) -> None:
+    """For a page or a downstream system to word the reason in another language."""
+    result = read_at(raw, IN, error=error)
+    assert result.type == "scan.rejected"
+    assert (result.data["reason_code"], result.data["reason_params"]) == (code, params)
+    assert result.data["reason"]  # the English sentence stays as it was
+
+
 def test_max_length_is_configurable() -> None:
-    assert interpret(b"HELLO", IN, max_length=4).type == "scan.rejected"
-    assert interpret(b"HELLO", IN, max_length=5).type == "goods.received"
+    short = StationRules(StationRole.INBOUND, max_length=4)
+    assert read_at(b"HELLO", short).type == "scan.rejected"
+    assert read_at(b"HELLO", StationRules(StationRole.INBOUND, max_length=5)).type == (
+        "goods.received"
+    )
 
 
 def test_repeated_reads_do_not_share_data() -> None:
     raw = f"]C101{GTIN}10ABC".encode()
-    first = interpret(raw, LINE)
+    first = read_at(raw, LINE)
     first.data["batch"] = "L1"
     first.data["gs1"]["10"] = "changed"
-    second = interpret(raw, LINE)
+    second = read_at(raw, LINE)
     assert second.data["gs1"] == {"01": GTIN, "10": "ABC"}
     assert "batch" not in second.data
 
 
-def check_invariants(raw: bytes, role: StationRole) -> None:
-    result = interpret(raw, role)
+def check_invariants(raw: bytes, role: StationRules) -> None:
+    result = read_at(raw, role)
     assert result.type in TYPES
     json.dumps(result.data)  # serializable as an envelope's data
     if result.type == "scan.rejected":
         shown = result.data["raw"]
         assert all(0x20 <= ord(char) < 0x7F for char in shown), shown
         assert result.data["reason"]
+        assert result.data["reason_code"]
     else:
         assert result.data["raw"] == raw.strip().decode()
 
 
-ROLES = st.sampled_from(list(StationRole))
+ROLES = st.sampled_from([IN, OUT, LINE])
 
 
 @settings(deadline=None, database=None)
 @given(raw=st.binary(max_size=600), role=ROLES)
-def test_arbitrary_bytes_never_raise(raw: bytes, role: StationRole) -> None:
+def test_arbitrary_bytes_never_raise(raw: bytes, role: StationRules) -> None:
     check_invariants(raw, role)
 
 
@@ -387,5 +497,32 @@ def test_arbitrary_bytes_never_raise(raw: bytes, role: StationRole) -> None:
     body=st.text(alphabet="0123456789ABCXYZ\x1d()/?=.-", max_size=80),
     role=ROLES,
 )
-def test_gs1_like_text_never_raises(prefix: str, body: str, role: StationRole) -> None:
+def test_gs1_like_text_never_raises(prefix: str, body: str, role: StationRules) -> None:
     check_invariants((prefix + body).encode(), role)
+
+
+# --- the whole meaning at a line: material into its line, work orders and badges ------------
+
+FILLER = StationRules(LINE.role, line="filler", work_order_prefix="WO:", operator_prefix="OP:")
+
+
+def test_a_material_names_the_line_it_goes_into() -> None:
+    result = interpret(f"]C101{GTIN}10ABC".encode(), FILLER)
+    assert isinstance(result, Material)
+    assert result.line == "filler"
+    assert result.type == "material.consumed"
+    assert "batch" not in result.data, "the line's batch tracker adds it"
+    assert interpret(b"PLAIN", LINE) == Material({"raw": "PLAIN", "symbology": "unknown"})
+
+
+def test_work_orders_and_badges_at_a_line_are_their_own_meaning() -> None:
+    assert interpret(b"WO:WO-17\r\n", FILLER) == WorkOrderScan("filler", "WO-17")
+    assert interpret(b"OP:JANE", FILLER) == BadgeScan("filler", "JANE")
+    refused = interpret(b"WO:" + b"X" * 65, FILLER)
+    assert isinstance(refused, Rejected)
+    assert refused.rejection.code == "text_refused"
+    assert refused.data["reason"] == "work_order: longer than 64 characters (65)"
+    # the bare prefix, a dock, or a node without a line: no instruction, a read like any other
+    assert isinstance(interpret(b"WO:", FILLER), Material)
+    assert isinstance(interpret(b"WO:WO-17", IN), Receipt)
+    assert interpret(b"WO:WO-17", LINE) == Material({"raw": "WO:WO-17", "symbology": "unknown"})

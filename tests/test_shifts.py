@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from agent.batches.shifts import ShiftCalendar
 from agent.config import ConfigError, parse_config
-from agent.shifts import ShiftCalendar, ShiftConfig
+from agent.config.shifts import ShiftConfig
 
 
 def calendar(timezone: str | None = "UTC") -> ShiftCalendar:

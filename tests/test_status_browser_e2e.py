@@ -5,6 +5,7 @@ screenshots at 1280x800 and phone width (saved in tmp_path; look at them when ch
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ async def test_live_scans_batches_and_escaping_on_the_real_agent(
         # the simulator's probe reads 4.0 °C with noise: 3.8x to 4.1x, never the same twice
         await expect(devices).to_contain_text(re.compile(r"fill_temp_c (3\.[89]|4\.[01])\d*"))
         await expect(page.locator("#destinations")).to_contain_text("plant-broker")
-        await expect(page.locator("#batch")).to_contain_text("09501101530003")
+        await expect(page.locator("#lines .batch")).to_contain_text("09501101530003")
 
         line.pty.write(GOOD_SCAN)
         await expect(page.locator("#scans")).to_contain_text("]d2010950110153000310LOT42")
@@ -89,7 +90,7 @@ async def test_live_scans_batches_and_escaping_on_the_real_agent(
         assert await page.evaluate("typeof window.__xss") == "undefined"
 
         code = await line.complete_batch(quantity=120)
-        await expect(page.locator("#batches")).to_contain_text(code)
+        await expect(page.locator("#lines .batches")).to_contain_text(code)
         await page.screenshot(path=str(tmp_path / "real-1280.png"))
         await page.screenshot(path=str(tmp_path / "real-1280-full.png"), full_page=True)
 
@@ -174,10 +175,14 @@ async def test_login_then_work_order_batch_and_alarm_ack(
         await page.locator("#login-form button[type=submit]").click()
         await expect(page.locator("#action-message")).to_contain_text("wrong password")
         await page.locator("#login-form input[name=password]").fill(PASSWORD)
-        await page.locator("#login-form button[type=submit]").click()
+        submit = page.locator("#login-form button[type=submit]")
+        async with asyncio.timeout(10):  # right after a wrong guess the address is blocked (429)
+            while not await page.locator("#actions").is_visible():
+                await submit.click()
+                await asyncio.sleep(0.2)
         await expect(page.locator("#actions")).to_be_visible()
         assert await post_status(page, path, order, {}) == 403, "logged in, no CSRF token"
-        assert line.agent.lines[0].tracker.work_order.work_order is None
+        assert line.agent.batch_lines.named(None).work_order.work_order is None
 
         form = page.locator("#work-order-form")
         await form.locator("input[name=work_order]").fill("WO-4711")
@@ -185,13 +190,13 @@ async def test_login_then_work_order_batch_and_alarm_ack(
         await form.locator("input[name=planned_qty]").fill("300")
         await form.locator("button[type=submit]").click()
         await expect(page.locator("#action-message")).to_contain_text("Done")
-        batch = page.locator("#batch")
+        batch = page.locator("#lines .batch")
         await expect(batch).to_contain_text("WO-4711")
         await expect(batch).to_contain_text("L4711")
         await expect(batch).to_contain_text("300")
         code = await line.complete_batch(quantity=300)
         assert "(10)L4711" in code
-        await expect(page.locator("#batches")).to_contain_text(code)
+        await expect(page.locator("#lines .batches")).to_contain_text(code)
 
         await form.locator("input[name=gtin]").fill("12345678901234")
         await form.locator("button[type=submit]").click()

@@ -20,7 +20,7 @@ from agent_harness import running_agent, write_config
 from support import subscriber, wait_until
 
 from agent.web.app import CONTENT_SECURITY_POLICY
-from drivers.plc_sim import CODE, FillingLineSimulator
+from drivers.simulators.modbus_plc import CODE, FillingLineSimulator
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from support import Broker, Pty
 
-    from agent.runtime import Agent
+    from agent.runtime.agent import Agent
 
 PASSWORD = "line3-admin"
 GTIN = "09501101530003"
@@ -39,7 +39,15 @@ EVENTS = "lineside/v1/plant-a/line-3/"
 Status = dict[str, Any]
 
 
-def line_config(tmp_path: Path, broker: Broker, pty: Pty, plc_port: int, *, password: bool) -> Path:
+def line_config(
+    tmp_path: Path,
+    broker: Broker,
+    pty: Pty,
+    plc_port: int,
+    *,
+    password: bool,
+    role: str = "inbound",
+) -> Path:
     """The harness config plus a filling-line PLC, the line's product and an admin password."""
     extra = f"""
 [line]
@@ -62,7 +70,7 @@ write_code_to = "holding:200:string:64"
 fill_temp_c = "holding:110:float32"
 line_speed = "holding:112:uint16"
 """
-    path = write_config(tmp_path, broker, {"dock-in-1": ("inbound", pty)}, extra=extra)
+    path = write_config(tmp_path, broker, {"dock-in-1": (role, pty)}, extra=extra)
     if password:
         pw = tmp_path / "admin.pw"
         pw.write_text(PASSWORD + "\n")
@@ -116,10 +124,10 @@ class LineAgent:
 
     async def complete_batch(self, quantity: int) -> str:
         """Let the PLC complete a batch and wait for the agent's handshake; the trace code."""
-        before = self.agent.lines[0].tracker.completed
+        before = self.agent.batch_lines.named(None).completed
         await self.plc.complete_batch(quantity)
         await wait_until(
-            lambda: self.agent.lines[0].tracker.completed == before + 1, what="batch stamped"
+            lambda: self.agent.batch_lines.named(None).completed == before + 1, what="batch stamped"
         )
         await wait_until(lambda: bool(self.plc.last_code), what="code written back")
         return str(self.plc.value(CODE))
@@ -136,11 +144,11 @@ async def poll(check: Callable[[], Any], what: str, timeout: float = 20) -> None
 
 @contextlib.asynccontextmanager
 async def line_agent(
-    tmp_path: Path, broker: Broker, pty: Pty, *, password: bool = True
+    tmp_path: Path, broker: Broker, pty: Pty, *, password: bool = True, role: str = "inbound"
 ) -> AsyncIterator[LineAgent]:
     """The agent of `line_config`, running, with its PLC and scanner connected."""
     async with FillingLineSimulator(port=0, auto=False, handshake=True) as plc:
-        config = line_config(tmp_path, broker, pty, plc.port, password=password)
+        config = line_config(tmp_path, broker, pty, plc.port, password=password, role=role)
         async with running_agent(config) as agent:
             await wait_until(lambda: agent.status_url is not None, what="status page up")
             await wait_until(
@@ -249,11 +257,11 @@ async def test_every_read_path_on_the_running_agent(
         assert len(r.json()) == 1
         assert (await http.get("/api/events", params={"limit": 0})).status_code == 422
 
-        # 501 until the trace queries land; then the chain (200) or unknown (404).
         r = await http.get(f"/api/trace/{code}")
-        assert r.status_code in {200, 501}, r.text
+        assert r.status_code == 200, r.text
+        assert r.json()["batches"][0]["trace_code"] == code
         r = await http.get("/api/trace/(01)00000000000000(21)NOPE")
-        assert r.status_code in {404, 501}, r.text
+        assert r.status_code == 404, r.text
 
         metrics = await line.metrics()
         assert sample(metrics, "lineside_events_total", type="goods.received") == 1
@@ -295,7 +303,10 @@ async def test_healthz_503_while_the_broker_is_down_then_200(
         await poll(unhealthy, "/healthz 503", timeout=15)  # the contract: within 15 s
         body = down[0].json()
         assert body["status"] == "down"
-        assert any("plant-broker" in reason for reason in body["reasons"]), body
+        assert any(
+            reason.startswith("destination plant-broker not connected: ")
+            for reason in body["reasons"]
+        ), body
 
         status = await line.until(
             lambda s: (
@@ -397,6 +408,11 @@ async def test_actions_need_login_csrf_and_origin_then_work(
         r = await http.post("/api/login", json={"password": PASSWORD})
         assert r.status_code == 403, "login without Origin"
         r = await http.post("/api/login", json={"password": PASSWORD}, headers=origin)
+        assert r.status_code == 429, "blocked for a moment after the wrong guess: no verdict"
+        async with asyncio.timeout(10):  # the block ends by itself
+            while r.status_code == 429:
+                await asyncio.sleep(0.1)
+                r = await http.post("/api/login", json={"password": PASSWORD}, headers=origin)
         assert r.status_code == 200
         cookie = r.headers["set-cookie"].lower()
         assert "httponly" in cookie
@@ -412,7 +428,7 @@ async def test_actions_need_login_csrf_and_origin_then_work(
         )
         assert r.status_code == 403, "foreign Origin"
         assert (await http.get("/api/actions/work-order")).status_code == 405, "no GET"
-        assert line.agent.lines[0].tracker.work_order.work_order is None
+        assert line.agent.batch_lines.named(None).work_order.work_order is None
 
         r = await http.post("/api/actions/work-order", json=order, headers=csrf)
         assert r.status_code == 200, r.text
@@ -461,6 +477,7 @@ async def test_actions_need_login_csrf_and_origin_then_work(
     results = [(e["action"], e["result"]) for e in entries]
     assert ("login", "failed") in results
     assert ("login", "refused: cross-origin request") in results
+    assert ("login", "refused: too many failed logins") in results
     assert ("work-order", "refused: login required") in results
     assert ("work-order", "refused: missing or wrong CSRF token") in results
     assert ("work-order", "refused: cross-origin request refused") in results

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 from agent_harness import write_config
 
-from agent import systemd
-from agent.runtime import stop_tasks
+from agent.runtime import systemd
+from agent.runtime.supervisor import stop_tasks
 from sync.mqtt_paho import raise_lost_cancellation
 
 if TYPE_CHECKING:

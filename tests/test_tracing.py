@@ -31,14 +31,14 @@ from trace_history import (
 )
 
 from agent.alarms import AlarmBoard
-from agent.cli import main
+from agent.cli.main import main
+from agent.cli.trace_bench import measure_trace, sscc
+from agent.config.scanners import StationRole
 from agent.events import EventFactory
-from agent.history import HistoryError, HistoryReader
-from agent.reconcile import CURSOR_KEY, Reconciler, reconcile
-from agent.retention import DAY_S, Retention
-from agent.scans import StationRole
-from agent.trace_bench import sscc
-from agent.tracing import identify, measure_trace, trace, trace_file
+from agent.history.reader import HistoryError, HistoryReader
+from agent.history.reconcile import CURSOR_KEY, Reconciler, reconcile
+from agent.history.retention import DAY_S, Retention
+from agent.history.trace import identify, trace, trace_file
 from sync.outbox import Outbox
 
 if TYPE_CHECKING:

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from web_fake import FakeView
+from web_fake import REFUSED, FakeView
 
-from agent.web import Alarm, Metrics, QuarantinedEvent, StatusServer, StatusServerError, create_app
+from agent.alarms import Alarm
+from agent.web import Metrics, QuarantinedEvent, StatusServer, StatusServerError, create_app
 from agent.web.app import CONTENT_SECURITY_POLICY
-from agent.web.auth import LoginGuard
+from agent.web.audit import AuditLog
+from agent.web.hosts import HostPolicy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -27,14 +29,19 @@ ORIGIN = {"Origin": BASE}
 PASSWORD = "correct horse battery staple"
 
 
-def make_app(view: FakeView, tmp_path: Path, *, password: str | None = PASSWORD) -> FastAPI:
+def make_app(
+    view: FakeView, tmp_path: Path, *, password: str | None = PASSWORD, **options: Any
+) -> FastAPI:
+    """The app as these tests use it: reached as lineside.test, no per-address login block."""
+    settings: dict[str, Any] = {"login_block_s": 0.0, **options}
     return create_app(
         view,
         metrics=Metrics(),
         password=SecretStr(password) if password is not None else None,
-        audit_log=tmp_path / "audit.jsonl",
+        audit=AuditLog(tmp_path / "audit.jsonl"),
         version="0.1.0-test",
-        login_delay_s=0.01,
+        hosts=HostPolicy(["lineside.test"]),
+        **settings,
     )
 
 
@@ -63,7 +70,7 @@ def audit_lines(tmp_path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-async def test_healthz_ok_then_down_when_broker_unreachable(
+async def test_healthz_ok_then_down_with_the_views_reasons(
     client: httpx.AsyncClient, view: FakeView
 ) -> None:
     r = await client.get("/healthz")
@@ -71,7 +78,7 @@ async def test_healthz_ok_then_down_when_broker_unreachable(
     view.set_destination("plant-broker", connected=False, backlog=1234)
     r = await client.get("/healthz")
     assert r.status_code == 503
-    assert r.json() == {"status": "down", "reasons": ["destination plant-broker unreachable"]}
+    assert r.json() == {"status": "down", "reasons": ["fake view: destination plant-broker down"]}
 
 
 async def test_status_json_shape(client: httpx.AsyncClient, view: FakeView) -> None:
@@ -88,6 +95,8 @@ async def test_status_json_shape(client: httpx.AsyncClient, view: FakeView) -> N
         "recent_batches",
         "recent_scans",
         "alarms",
+        "batches",
+        "printers",
     }
     assert body["agent"]["site"] == "plant-a"
     assert body["agent"]["clock_synced"] is True
@@ -125,12 +134,9 @@ async def test_events_limit_and_type(client: httpx.AsyncClient, view: FakeView) 
         assert (await client.get("/api/events", params={"limit": bad})).status_code == 422
 
 
-async def test_trace_is_501_until_implemented_then_404_or_chain(
+async def test_trace_is_404_when_unknown_else_the_chain(
     client: httpx.AsyncClient, view: FakeView
 ) -> None:
-    r = await client.get("/api/trace/(01)09501101530003(21)1")
-    assert r.status_code == 501
-    view.trace_available = True
     view.traces["L1"] = {"code": "L1", "chain": []}
     assert (await client.get("/api/trace/unknown")).status_code == 404
     assert (await client.get("/api/trace/L1")).json() == {"code": "L1", "chain": []}
@@ -139,7 +145,12 @@ async def test_trace_is_501_until_implemented_then_404_or_chain(
 async def test_metrics_text_names(view: FakeView, tmp_path: Path) -> None:
     metrics = Metrics()
     app = create_app(
-        view, metrics=metrics, password=None, audit_log=tmp_path / "a.jsonl", version="t"
+        view,
+        metrics=metrics,
+        password=None,
+        audit=AuditLog(tmp_path / "a.jsonl"),
+        version="t",
+        hosts=HostPolicy(["lineside.test"]),
     )
     metrics.event_committed("goods.received")
     metrics.scan_rejected("dock-in-1")
@@ -162,6 +173,7 @@ async def test_metrics_text_names(view: FakeView, tmp_path: Path) -> None:
         'lineside_publish_latency_seconds_count{destination="plant-broker"} 1.0',
         "lineside_outbox_commit_seconds_count 1.0",
         "lineside_login_failures_total 0.0",
+        "lineside_login_throttled_total 0.0",
     ):
         assert name in text, name
 
@@ -238,7 +250,7 @@ async def test_action_guards(client: httpx.AsyncClient, view: FakeView, tmp_path
     results = [(e["action"], e["result"]) for e in audit_lines(tmp_path)]
     assert results[0] == ("work-order", "refused: login required")
     assert results[-1] == ("work-order", "ok")
-    assert audit_lines(tmp_path)[-1]["args"] == body
+    assert audit_lines(tmp_path)[-1]["args"] == {**body, "line": None}
     assert audit_lines(tmp_path)[-1]["client"] == "127.0.0.1"
 
 
@@ -257,7 +269,7 @@ async def test_actions_do_their_work_and_report_bad_input(
         return await client.post(f"/api/actions/{path}", json=body, headers=h)
 
     r = await post("work-order", {"work_order": "WO-1", "gtin": "123"})
-    assert (r.status_code, r.json()["detail"]) == (400, "GTIN must be 14 digits, not '123'")
+    assert (r.status_code, r.json()["detail"]) == (400, f"{REFUSED} GTIN '123'")  # passed on
     r = await post("work-order", {"work_order": "WO-1", "bogus": 1})
     assert r.status_code == 400
     assert "bogus" in r.json()["detail"]
@@ -287,9 +299,30 @@ async def test_actions_do_their_work_and_report_bad_input(
 
     actions = [(e["action"], e["result"]) for e in audit_lines(tmp_path)]
     assert ("quarantine-release", "ok") in actions
-    assert ("quarantine-drop", "refused: no quarantined event 6 for 'erp'") in actions
+    assert ("quarantine-drop", f"refused: {REFUSED} quarantined 'erp' #6") in actions
     assert ("alarm-ack", "ok") in actions
     assert ("resend", "ok") in actions
+
+
+async def test_a_label_is_reprinted_or_voided_by_an_admin_only_and_audited(
+    client: httpx.AsyncClient, view: FakeView, tmp_path: Path
+) -> None:
+    body = {"printer": "labeller-1", "job": 1, "action": "reprint"}
+    assert (await client.post("/api/actions/label", json=body, headers=ORIGIN)).status_code == 401
+    csrf = await login(client)
+    r = await client.post("/api/actions/label", json=body, headers=ORIGIN)
+    assert r.status_code == 403  # no CSRF token
+    h = {**ORIGIN, "X-CSRF-Token": csrf}
+    r = await client.post("/api/actions/label", json={**body, "action": "burn"}, headers=h)
+    assert r.status_code == 400
+    r = await client.post("/api/actions/label", json={**body, "job": 7}, headers=h)
+    assert r.status_code == 400
+    assert (await client.post("/api/actions/label", json=body, headers=h)).status_code == 200
+    assert view.label_decisions == [("labeller-1", 1, "reprint")]
+    actions = [(e["action"], e["result"]) for e in audit_lines(tmp_path)]
+    assert ("label-decision", "ok") in actions
+    assert ("label-decision", "refused: login required") in actions
+    assert ("label-decision", "refused: missing or wrong CSRF token") in actions
 
 
 async def test_logout_ends_the_session(client: httpx.AsyncClient) -> None:
@@ -352,11 +385,13 @@ async def read_event(lines: AsyncIterator[str]) -> dict[str, Any]:
 
 
 async def test_real_uvicorn_serves_and_streams(view: FakeView, tmp_path: Path) -> None:
-    server = StatusServer(make_app(view, tmp_path), host="127.0.0.1", port=0)
+    app = make_app(view, tmp_path)
+    server = StatusServer(app, host="127.0.0.1", port=0)
     await server.__aenter__()
     port = server.port
     running = True
     serving = asyncio.create_task(server.serve_forever(), name="status")
+    feed = asyncio.create_task(app.state.feed.run(), name="status-feed")
     try:
         async with httpx.AsyncClient(base_url=server.url.rstrip("/"), timeout=10) as c:
             assert (await c.get("/healthz")).json() == {"status": "ok"}
@@ -378,7 +413,8 @@ async def test_real_uvicorn_serves_and_streams(view: FakeView, tmp_path: Path) -
                 assert [line async for line in lines if line.startswith("data:")] == []
     finally:
         serving.cancel()
-        await asyncio.gather(serving, return_exceptions=True)
+        feed.cancel()
+        await asyncio.gather(serving, feed, return_exceptions=True)
         if running:
             await server.__aexit__(None, None, None)
     with socket.socket() as probe:
@@ -403,25 +439,8 @@ async def test_server_cancelled_closes_socket_and_busy_port_is_an_error(
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_failed_logins_are_slowed_more_each_time_up_to_a_cap() -> None:
-    guard = LoginGuard(SecretStr("pw\n"), base_delay_s=0.5, max_delay_s=3)
-    assert guard.matches("pw"), "the trailing newline of the password file is not part of it"
-    delays = [guard.delay_after_failure("10.0.0.9") for _ in range(5)]
-    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]
-    assert guard.delay_after_failure("10.0.0.8") == 0.5, "counted per client"
-    guard.succeeded("10.0.0.9")
-    assert guard.delay_after_failure("10.0.0.9") == 0.5
-
-
 async def test_sessions_expire(view: FakeView, tmp_path: Path) -> None:
-    app = create_app(
-        view,
-        metrics=Metrics(),
-        password=SecretStr(PASSWORD),
-        audit_log=tmp_path / "audit.jsonl",
-        version="t",
-        session_ttl_s=0,
-    )
+    app = make_app(view, tmp_path, session_ttl_s=0)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as c:
         csrf = await login(c)
         r = await c.post(

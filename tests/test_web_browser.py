@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 from playwright.async_api import Page, expect
 from pydantic import SecretStr
 from support import BROWSER_MARKS, chromium_page, csp_violations
-from web_fake import FakeView
+from web_fake import REFUSED, FakeView, serving
 
-from agent.web import Alarm, Metrics, StatusServer, create_app
+from agent.alarms import Alarm
+from agent.web import Metrics, create_app
+from agent.web.audit import AuditLog
+from agent.web.view import PrinterStatus, UndecidedLabel
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -51,28 +54,21 @@ async def browsing(
         view,
         metrics=Metrics(),
         password=SecretStr(password) if password else None,
-        audit_log=tmp_path / "audit.jsonl",
+        audit=AuditLog(tmp_path / "audit.jsonl"),
         version="0.1.0-test",
-        login_delay_s=0.01,
     )
-    async with StatusServer(app, host="127.0.0.1", port=0) as server:
-        serving = asyncio.create_task(server.serve_forever(), name="status")
-        try:
-            async with chromium_page(server.url, locale=locale, width=width, height=height) as (
-                page,
-                w,
-            ):
-                yield Browsing(page, view, server.url, w.console, w.page_errors)
-        finally:
-            server.stop()
-            await serving
+    async with (
+        serving(app) as server,
+        chromium_page(server.url, locale=locale, width=width, height=height) as (page, w),
+    ):
+        yield Browsing(page, view, server.url, w.console, w.page_errors)
 
 
 async def test_live_scans_are_shown_escaped_without_csp_violations(tmp_path: Path) -> None:
     async with browsing(tmp_path) as b:
         await expect(b.page.locator("#headline-text")).to_have_text("All systems normal")
         await expect(b.page.locator("#headline")).to_have_class("headline ok")
-        await expect(b.page.locator("#batch")).to_contain_text("WO-7")
+        await expect(b.page.locator("#lines .batch")).to_contain_text("WO-7")
 
         b.view.add_scan("]d2010950110153000310LOT42")
         await expect(b.page.locator("#scans")).to_contain_text("]d2010950110153000310LOT42")
@@ -156,7 +152,15 @@ async def test_login_then_set_work_order_and_refusals(tmp_path: Path) -> None:
         await page.locator("#login-form button[type=submit]").click()
         await expect(page.locator("#action-message")).to_contain_text("wrong password")
         await page.locator("#login-form input[name=password]").fill(PASSWORD)
-        await page.locator("#login-form button[type=submit]").click()
+        submit = page.locator("#login-form button[type=submit]")
+        await submit.click()  # right away: the address is blocked, the password not judged
+        await expect(page.locator("#action-message")).to_contain_text(
+            "too many failed logins; try again in 1 s"
+        )
+        async with asyncio.timeout(10):  # the block ends by itself (1 s after one failure)
+            while not await page.locator("#actions").is_visible():
+                await submit.click()
+                await asyncio.sleep(0.2)
         await expect(page.locator("#actions")).to_be_visible()
         await expect(page.locator("#login-form")).to_be_hidden()
 
@@ -171,18 +175,50 @@ async def test_login_then_set_work_order_and_refusals(tmp_path: Path) -> None:
         await form.locator("input[name=planned_qty]").fill("1000")
         await form.locator("button[type=submit]").click()
         await expect(page.locator("#action-message")).to_contain_text("Done")
-        await expect(page.locator("#batch")).to_contain_text("WO-42")
+        await expect(page.locator("#lines .batch")).to_contain_text("WO-42")
         assert b.view.batch.work_order == "WO-42"
         assert b.view.batch.planned_qty == 1000
 
         await form.locator("input[name=gtin]").fill("123")
         await form.locator("button[type=submit]").click()
-        await expect(page.locator("#action-message")).to_contain_text("GTIN must be 14 digits")
+        await expect(page.locator("#action-message")).to_contain_text(f"{REFUSED} GTIN '123'")
 
         b.view.alarms = [Alarm("clock", "clock", "Clock not synchronised", b.view.started)]
         b.view.touch()
         await page.locator("#alarms button").click()
         await expect(page.locator("#alarms")).to_contain_text("acknowledged")
         assert b.view.alarms[0].acknowledged
+        assert b.csp_violations() == []
+        assert b.page_errors == []
+
+
+async def test_an_unconfirmed_label_is_listed_and_reprinted_by_an_admin(tmp_path: Path) -> None:
+    async with browsing(tmp_path) as b:
+        page = b.page
+        code = "(01)09501101530003(10)<b>L1</b>(21)000007"
+        b.view.printers = [
+            PrinterStatus(
+                "labeller-1",
+                connected=True,
+                ready=False,
+                reason="paper out",
+                queued=2,
+                undecided=[UndecidedLabel(1, "batch", code, "no answer")],
+            )
+        ]
+        b.view.touch()
+        card = page.locator("#printers-card")
+        await expect(card).to_be_visible()
+        await expect(card).to_contain_text("paper out")
+        await expect(card).to_contain_text(code)  # as text: never markup
+        await expect(card).to_contain_text("not confirmed (no answer)")
+        await expect(card.locator("button")).to_have_count(0)  # nobody logged in
+        await page.locator("#login-form input[name=password]").fill(PASSWORD)
+        await page.locator("#login-form button[type=submit]").click()
+        await expect(page.locator("#actions")).to_be_visible()
+        b.view.touch()
+        await card.get_by_role("button", name="Reprint").click()
+        await expect(page.locator("#action-message")).to_contain_text("Done: Reprint #1")
+        assert b.view.label_decisions == [("labeller-1", 1, "reprint")]
         assert b.csp_violations() == []
         assert b.page_errors == []

@@ -1,7 +1,7 @@
 """A small, realistic event history for trace, report and EPCIS tests.
 
-Scans are interpreted exactly as a station does (`agent.scans.interpret`), batches carry the
-fields and keys `agent.batches` gives them, and everything goes through a real `Outbox`.
+Scans are interpreted exactly as a station does (`agent.scanning.interpret`), batches carry
+the fields and keys `agent.batches.tracker` gives them, and everything goes through a real `Outbox`.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from agent.cli.trace_bench import sscc
+from agent.config.scanners import StationRole
 from agent.events import EventFactory
-from agent.scans import StationRole, interpret
-from agent.trace_bench import sscc
+from agent.scanning.interpret import Material, Receipt, Rejected, Shipment, StationRules, interpret
 
 if TYPE_CHECKING:
     from sync.base import Envelope
@@ -54,7 +55,8 @@ async def scan(
     batch: str | None = None,
 ) -> Envelope:
     """Commit one scan as a station would."""
-    result = interpret(raw, role)
+    result = interpret(raw, StationRules(role))
+    assert isinstance(result, Receipt | Shipment | Material | Rejected)
     data: dict[str, Any] = dict(result.data)
     keys = result.keys
     if result.type == "material.consumed":
@@ -72,7 +74,7 @@ async def complete_batch(
     quantity: int | None = 120,
     materials: list[dict[str, Any]] | None = None,
 ) -> Envelope:
-    """Commit a batch.completed as `agent.batches` makes it."""
+    """Commit a batch.completed as `agent.batches.tracker` makes it."""
     code = f"(01){PRODUCT}(10){lot}(11)261124(21){serial}"
     data = {
         "trace_code": code,

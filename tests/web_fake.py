@@ -1,28 +1,62 @@
-"""An in-memory StatusView: a real implementation of our own protocol for the web tests."""
+"""An in-memory StatusView (a real implementation of our own protocol) and a real server for it.
+
+The fake words its own refusals and health reasons as the fake's (`refused by the fake view:
+...`), never as the agent would: a test that reads one tests that the app hands the view's
+words on, not the agent's words. The real view's (`agent.runtime.status.RuntimeView`) are
+tested in test_runtime_view.py and on the running agent.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from agent.web import StatusServer
 from agent.web.view import (
     AgentInfo,
     AgentStatus,
-    Alarm,
     BatchStatus,
     CompletedBatch,
     DestinationStatus,
     DeviceStatus,
     Health,
+    LineBatches,
+    PrinterStatus,
     QuarantinedEvent,
     RecentScan,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from fastapi import FastAPI
+
+    from agent.alarms import Alarm
+
+
+REFUSED = "refused by the fake view:"
+"""How every refusal of the fake begins: no agent ever words one so."""
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI, **options: Any) -> AsyncIterator[StatusServer]:
+    """`app` on a real uvicorn on a free loopback port, its live-stream feed running beside it."""
+    async with StatusServer(app, host="127.0.0.1", port=0, **options) as server:
+        serve = asyncio.create_task(server.serve_forever(), name="status")
+        feed = asyncio.create_task(app.state.feed.run(), name="status-feed")
+        try:
+            yield server
+        finally:
+            server.stop()
+            feed.cancel()
+            await asyncio.gather(serve, feed, return_exceptions=True)
 
 
 @dataclass
@@ -38,10 +72,13 @@ class FakeView:
     envelopes: list[dict[str, Any]] = field(default_factory=list)  # oldest first
     quarantined: list[QuarantinedEvent] = field(default_factory=list)
     resends: list[tuple[str, int]] = field(default_factory=list)
-    trace_available: bool = False
+    work_order_lines: list[str | None] = field(default_factory=list)  # the line of each order
     traces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    label_decisions: list[tuple[str, int, str]] = field(default_factory=list)
+    printers: list[PrinterStatus] = field(default_factory=list)
     started: datetime = field(default_factory=_now)
     version: int = 0
+    snapshots: int = 0  # how many times status() was built
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
@@ -101,14 +138,15 @@ class FakeView:
     def health(self) -> Health:
         """Down when a destination or a device is disconnected."""
         reasons = [
-            f"destination {d.name} unreachable" for d in self.destinations if not d.connected
+            f"fake view: destination {d.name} down" for d in self.destinations if not d.connected
         ]
-        reasons += [f"device {d.id} disconnected" for d in self.devices if not d.connected]
+        reasons += [f"fake view: device {d.id} down" for d in self.devices if not d.connected]
         return Health(ok=not reasons, reasons=reasons)
 
     # --- the StatusView protocol ------------------------------------------------------------
 
     def status(self) -> AgentStatus:
+        self.snapshots += 1
         now = _now()
         return AgentStatus(
             agent=AgentInfo(
@@ -124,8 +162,10 @@ class FakeView:
             destinations=list(self.destinations),
             batch=self.batch,
             recent_batches=list(self.recent_batches),
+            batches=[LineBatches("filler", self.batch, None, list(self.recent_batches))],
             recent_scans=self.recent_scans[:20],
             alarms=list(self.alarms),
+            printers=list(self.printers),
         )
 
     async def wait_changed(self, seen: int) -> int:
@@ -138,18 +178,22 @@ class FakeView:
         return chosen[:limit]
 
     async def trace(self, code: str) -> dict[str, Any] | None:
-        if not self.trace_available:
-            raise NotImplementedError
         return self.traces.get(code)
 
     async def set_work_order(
-        self, work_order: str | None, gtin: str | None, lot: str | None, planned_qty: int | None
+        self,
+        work_order: str | None,
+        gtin: str | None,
+        lot: str | None,
+        planned_qty: int | None,
+        line: str | None = None,
     ) -> None:
+        self.work_order_lines.append(line)
         if work_order is None and gtin is None and lot is None:
             self.batch = None
         else:
             if gtin is not None and (len(gtin) != 14 or not gtin.isdigit()):
-                raise ValueError(f"GTIN must be 14 digits, not {gtin!r}")
+                raise ValueError(f"{REFUSED} GTIN {gtin!r}")
             self.batch = BatchStatus(
                 work_order, gtin or "09501101530003", lot or "L1", _now(), planned_qty=planned_qty
             )
@@ -157,7 +201,7 @@ class FakeView:
 
     async def acknowledge_alarm(self, alarm_id: str) -> None:
         if not any(a.id == alarm_id for a in self.alarms):
-            raise ValueError(f"no active alarm {alarm_id!r}")
+            raise ValueError(f"{REFUSED} alarm {alarm_id!r}")
         self.alarms = [
             replace(a, acknowledged=True) if a.id == alarm_id else a for a in self.alarms
         ]
@@ -165,7 +209,7 @@ class FakeView:
 
     async def resend_from(self, destination: str, seq: int) -> None:
         if not any(d.name == destination for d in self.destinations):
-            raise ValueError(f"unknown destination {destination!r}")
+            raise ValueError(f"{REFUSED} destination {destination!r}")
         self.resends.append((destination, seq))
 
     async def quarantine(self) -> list[QuarantinedEvent]:
@@ -174,7 +218,7 @@ class FakeView:
     def _take(self, destination: str, seq: int) -> None:
         kept = [q for q in self.quarantined if (q.destination, q.seq) != (destination, seq)]
         if len(kept) == len(self.quarantined):
-            raise ValueError(f"no quarantined event {seq} for {destination!r}")
+            raise ValueError(f"{REFUSED} quarantined {destination!r} #{seq}")
         self.quarantined = kept
         self.touch()
 
@@ -183,3 +227,8 @@ class FakeView:
 
     async def drop(self, destination: str, seq: int) -> None:
         self._take(destination, seq)
+
+    async def decide_label(self, printer: str, job: int, action: str) -> None:
+        if printer != "labeller-1" or job != 1:
+            raise ValueError(f"printer {printer} has no undecided job {job}")
+        self.label_decisions.append((printer, job, action))

@@ -2,7 +2,9 @@
 
 `LINESIDE_FAULTS=long` (what `make faults` sets) runs the long version of each scenario; the
 default is the short one that `make test` runs. Each scenario hands its oracle verdict to the
-`report` fixture; the tables are printed at the end of the run (and at once with `-s`).
+`report` fixture; the tables are printed at the end of the run (and at once with `-s`). They
+travel on each test's report (`user_properties`), so a run split over pytest-xdist workers
+prints them too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ LONG = os.environ.get("LINESIDE_FAULTS", "").strip().lower() == "long"
 
 LONG_TIMEOUT_S = 4 * 3600
 
-_tables: list[str] = []
+TABLE = "fault_table"
 
 
 def size(short: int, long: int) -> int:
@@ -46,14 +48,22 @@ def report(request: pytest.FixtureRequest) -> Callable[[str, Counts], None]:
     def record(title: str, counts: Counts) -> None:
         name = f"{title} [{'long' if LONG else 'short'}] ({request.node.name})"
         text = table(name, counts)
-        _tables.append(text)
+        request.node.user_properties.append((TABLE, text))
         print(text)  # noqa: T201 - make faults runs with -s to show it as it happens
 
     return record
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _tables:
+    tables = [
+        value
+        for outcome in ("passed", "failed")
+        for test in terminalreporter.stats.get(outcome, [])
+        if getattr(test, "when", None) == "call"
+        for key, value in getattr(test, "user_properties", [])
+        if key == TABLE
+    ]
+    if tables:
         terminalreporter.section("fault-injection counts")
-        for text in _tables:
-            terminalreporter.write(text)
+        for text in tables:
+            terminalreporter.write(str(text))

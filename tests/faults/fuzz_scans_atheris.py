@@ -14,19 +14,27 @@ import sys
 import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
 with atheris.instrument_imports():
-    from agent.scans import StationRole, interpret
+    from agent.config.scanners import StationRole
+    from agent.scanning.interpret import BadgeScan, StationRules, WorkOrderScan, interpret
 
-ROLES = list(StationRole)
+STATIONS = [  # every role, and a line with its work-order and badge prefixes
+    *(StationRules(role) for role in StationRole),
+    StationRules(StationRole.LINE, line="filler", work_order_prefix="WO:", operator_prefix="OP:"),
+]
 VALID_TYPES = {"goods.received", "goods.shipped", "material.consumed", "scan.rejected"}
 
 
 def one_input(data: bytes) -> None:
     """Interpret one fuzzed read; raise on anything the promise does not allow."""
     fdp = atheris.FuzzedDataProvider(data)
-    role = ROLES[fdp.ConsumeIntInRange(0, len(ROLES) - 1)]
+    at = STATIONS[fdp.ConsumeIntInRange(0, len(STATIONS) - 1)]
     framing = fdp.ConsumeBool()
     raw = fdp.ConsumeBytes(fdp.remaining_bytes())
-    result = interpret(raw, role, error="incomplete frame" if framing else None)
+    result = interpret(raw, at, error="incomplete frame" if framing else None)
+    if isinstance(result, WorkOrderScan | BadgeScan):
+        if framing:
+            raise AssertionError(f"a read with a framing error was accepted: {raw!r}")
+        return
     if result.type not in VALID_TYPES:
         raise AssertionError(f"unknown event type {result.type!r} for {raw!r}")
     if result.type == "scan.rejected":

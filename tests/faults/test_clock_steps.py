@@ -66,4 +66,4 @@ def test_synchronised_or_unknown_clock_adds_nothing() -> None:
             return state
 
         draft = EventFactory("s", "n", clock_synced=synced).draft("t", "x", {})
-        assert "clock_synced" not in json.loads(draft.render(1))
+        assert "clock_synced" not in json.loads(draft.payload(1))

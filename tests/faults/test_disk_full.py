@@ -131,3 +131,38 @@ async def test_disk_full_refuses_with_alarm_and_resumes(
     report(f"disk full: {len(ledger.refused)} reads refused (NAK) while full", counts)
     assert ledger.refused, "nothing was refused while the disk was full"
     assert counts.ok, counts.problems[:10]
+
+
+async def _answer(pty: Pty, data: bytes) -> bytes:
+    """Send one read and return the scanner's answer (good read or NAK)."""
+    pty.write(data + b"\r\n")
+    answer = bytearray()
+
+    def answered() -> bool:
+        answer.extend(pty.read_available())
+        return bool(answer)
+
+    await wait_until(answered, timeout=10, what=f"an answer to {data!r}")
+    return bytes(answer)
+
+
+async def test_a_packing_station_refuses_on_a_full_disk_and_resumes(
+    tmp_path: Path, broker: Broker, pty: Pty, small_disk: Path
+) -> None:
+    """A packing station's read refused by the outbox: NAK and the backlog alarm, then back."""
+    packing = '[packing]\ncompany_prefix = "0950110"\nextension_digit = 3\n'
+    config = write_config(
+        tmp_path, broker, {"pack-1": ("packing", pty)}, store="min_free_mb = 2", extra=packing
+    )
+    item = b"]d2010950110153000321A1"
+    filler = small_disk / "filler"
+    async with running_agent(config) as agent:
+        assert await _answer(pty, b"PACK:NEW") == b"\x06"
+        fill(filler)
+        assert await _answer(pty, item) == b"\x15"
+        assert agent.alarms.is_active("backlog")
+        assert agent.packing[0].pallet.children == []  # nothing taken that was not committed
+        filler.unlink()
+        assert await _answer(pty, item) == b"\x06"
+        assert not agent.alarms.is_active("backlog")
+    assert integrity(small_disk / "outbox.db") == "ok"

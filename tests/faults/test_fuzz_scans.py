@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.scans import StationRole, interpret
+from agent.config.scanners import StationRole
+from agent.scanning.interpret import BadgeScan, StationRules, WorkOrderScan, interpret
 from faults.conftest import LONG, size
 from faults.oracle import Counts
 
@@ -30,7 +31,24 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 VALID_TYPES = {"goods.received", "goods.shipped", "material.consumed", "scan.rejected"}
-PREFIXES = ["", "]C1", "]d2", "]Q3", "]e0", "]E0", "]Q1", "]A0", "]I1", "https://id.gs1.org/01/"]
+STATIONS = [  # every role, and a line with its work-order and badge prefixes
+    *(StationRules(role) for role in StationRole),
+    StationRules(StationRole.LINE, line="filler", work_order_prefix="WO:", operator_prefix="OP:"),
+]
+PREFIXES = [
+    "",
+    "WO:",
+    "OP:",
+    "]C1",
+    "]d2",
+    "]Q3",
+    "]e0",
+    "]E0",
+    "]Q1",
+    "]A0",
+    "]I1",
+    "https://id.gs1.org/01/",
+]
 GS1_ALPHABET = "0123456789ABCXYZ\x1d()/?=.-%&\r\n\x00\x7f é中"
 
 reads = st.one_of(
@@ -58,12 +76,17 @@ async def test_fuzzed_reads_become_events_or_reasoned_rejections(
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(raw=reads, role=st.sampled_from(list(StationRole)), framing=st.booleans())
-    def fuzz(raw: bytes, role: StationRole, framing: bool) -> None:
+    @given(raw=reads, at=st.sampled_from(STATIONS), framing=st.booleans())
+    def fuzz(raw: bytes, at: StationRules, framing: bool) -> None:
         start = time.perf_counter()
-        result = interpret(raw, role, error="incomplete frame" if framing else None)
+        result = interpret(raw, at, error="incomplete frame" if framing else None)
         slowest[0] = max(slowest[0], time.perf_counter() - start)
         seen.ledger += 1
+        if isinstance(result, WorkOrderScan | BadgeScan):  # printable text, within its cap
+            assert not framing, "a read with a framing error was accepted"
+            text = result.work_order if isinstance(result, WorkOrderScan) else result.operator
+            assert text.isprintable(), text
+            return
         assert result.type in VALID_TYPES
         if result.type == "scan.rejected":
             reason = str(result.data.get("reason") or "")

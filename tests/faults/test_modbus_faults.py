@@ -26,7 +26,7 @@ from agent_harness import running_agent, write_config
 from support import subscriber, wait_until
 from test_e2e_batches import NODE, RECIPE, complete, completed, plc_section
 
-from drivers.plc_sim import ACK, TRIGGER, FillingLineSimulator
+from drivers.simulators.modbus_plc import ACK, TRIGGER, FillingLineSimulator
 from faults.conftest import size
 from faults.oracle import Delivery, Ledger, check
 from faults.proxy import FlakyProxy
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
     from support import Broker
 
-    from agent.batches import BatchTracker
-    from agent.runtime import Agent
+    from agent.batches.tracker import BatchTracker
+    from agent.runtime.agent import Agent
     from faults.oracle import Counts
 
 FAULTS = (
@@ -83,7 +83,7 @@ class FaultRun:
 
     @property
     def tracker(self) -> BatchTracker:
-        return self.agent.lines[0].tracker
+        return self.agent.batch_lines.named(None)
 
     def coil_reads(self) -> int:
         """Polls that reached the PLC: the first read of each (coils, or holding registers)."""

@@ -30,7 +30,7 @@ from agent_harness import _BOOT, AgentProcess, write_config
 from support import Pty, subscriber, wait_until
 from test_e2e_batches import completed, plc_section, tcp
 
-from drivers.plc_sim import ACK, TRIGGER, FillingLineSimulator
+from drivers.simulators.modbus_plc import ACK, TRIGGER, FillingLineSimulator
 from faults.conftest import size
 from faults.oracle import Counts, Delivery, Ledger, check, scan_delivery
 from sync.faults import ENV
