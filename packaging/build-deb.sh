@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds lineside_VERSION_ARCH.deb: the agent in a virtualenv under /opt/lineside (everything it
 # imports is inside: no network and no pip at install time), the systemd unit, an example config
-# as the conffile /etc/lineside/lineside.toml, and the maintainer scripts in packaging/debian/.
+# as the conffile /etc/lineside/lineside.toml, the example configs and the example udev rule for
+# a USB keyboard-wedge scanner under /usr/share/doc/lineside/examples/, and the maintainer scripts
+# in packaging/debian/.
 #
 #   packaging/build-deb.sh [-v VERSION] [-o OUTDIR]
 #
@@ -61,6 +63,8 @@ install -m 0644 "$here/lineside.service" "$stage/lib/systemd/system/lineside.ser
 install -m 0640 "$here/examples/filling-line.toml" "$stage/etc/lineside/lineside.toml"
 install -d -m 0755 "$stage/usr/share/doc/lineside/examples"
 install -m 0644 "$here"/examples/*.toml "$stage/usr/share/doc/lineside/examples/"
+# an example, not active: a site puts its scanner's ids in and copies it to /etc/udev/rules.d/
+install -m 0644 "$here/udev/70-lineside-scanner.rules" "$stage/usr/share/doc/lineside/examples/"
 install -m 0644 "$root/README.md" "$stage/opt/lineside/README.md"
 for script in postinst prerm postrm; do
   install -m 0755 "$here/debian/$script" "$stage/DEBIAN/$script"
