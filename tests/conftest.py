@@ -3,7 +3,8 @@
 A test fails when it leaves threads running (`no_leaked_threads`) or asyncio tasks running
 (`no_leaked_tasks`): both are waited for a few seconds after the test and its other fixtures
 have finished, then named in the failure. A leaked task is cancelled before the test fails, so
-the next test starts clean.
+the next test starts clean. A socket left open fails the test in which it is freed, with the
+place it was made (`socket_sites`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from plant_support import Plant, shared_plant
 from postgres_support import PostgresCluster, PostgresTemplate
+from socket_sites import name_unclosed_sockets, record_socket_sites
 from support import Broker, Pty
 
 if TYPE_CHECKING:
@@ -24,6 +26,18 @@ if TYPE_CHECKING:
 
 LEAK_GRACE_S = 5.0
 """How long a thread or task may take to end after its test (a cancelled task, a closing pool)."""
+
+record_socket_sites()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def unclosed_sockets_named() -> Iterator[None]:
+    """An unclosed socket's warning comes with where the socket was made."""
+    undo = name_unclosed_sockets()
+    try:
+        yield
+    finally:
+        undo()
 
 
 @pytest.fixture

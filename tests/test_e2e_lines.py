@@ -222,6 +222,13 @@ async def test_two_lines_keep_their_materials_lots_batches_and_work_orders(
         assert [m["raw"] for m in done_b["materials"]] == [MATERIAL_B]
         assert lines.plc_a.last_code == done_a["trace_code"]
         assert lines.plc_b.last_code == done_b["trace_code"]
+        # each line's next batch starts after its completion: its batch.started follows
+        await got.wait_for(
+            lambda g: all(
+                sum(e["source"] == source for e in events(g, "batch.started")) >= 2
+                for source in ("plc:filler-a", "plc:filler-b")
+            )
+        )
         started = {e["source"]: e["data"] for e in events(got, "batch.started")}  # the last
         assert started["plc:filler-b"]["work_order"] == "WO-B", "B's next batch runs WO-B"
         assert started["plc:filler-a"]["work_order"] is None
