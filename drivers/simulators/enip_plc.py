@@ -38,7 +38,10 @@ from cpppo.server.enip import main as enip_main
 from drivers.simulators.line_program import SimulatedPlc, run_standalone
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from drivers.base import Value
+    from drivers.simulators.line_program import ProgramOptions
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +74,9 @@ class EnipLineSimulator(SimulatedPlc):
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        batch_units: int = 120,
-        units_per_s: float = 20.0,
-        handshake: bool = True,
-        auto: bool = True,
-        pulse_ms: int = 500,
-        seed: int | None = None,
+        **program: Unpack[ProgramOptions],
     ) -> None:
-        super().__init__(
-            batch_units=batch_units,
-            units_per_s=units_per_s,
-            handshake=handshake,
-            auto=auto,
-            pulse_ms=pulse_ms,
-            seed=seed,
-            counter_modulus=1 << 31,
-        )
+        super().__init__(counter_modulus=1 << 31, **program)
         self.host = host
         self.port = port
         self.delay_s = 0.0

@@ -34,7 +34,7 @@ import enum
 import logging
 import random
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Self, TypeVar
+from typing import TYPE_CHECKING, Self, TypedDict, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -66,6 +66,17 @@ class _Phase(enum.Enum):
     IDLE = "idle"
 
 
+class ProgramOptions(TypedDict, total=False):
+    """How the simulated line runs: the keywords every simulator passes on to `LineProgram`."""
+
+    batch_units: int
+    units_per_s: float
+    handshake: bool
+    auto: bool
+    pulse_ms: int
+    seed: int | None
+
+
 class LineProgram(ABC):
     """The line's program and a simulator's lifecycle, over abstract signal reads and writes.
 
@@ -75,13 +86,13 @@ class LineProgram(ABC):
     def __init__(
         self,
         *,
-        batch_units: int,
-        units_per_s: float,
-        handshake: bool,
-        auto: bool,
-        pulse_ms: int,
-        seed: int | None,
         counter_modulus: int,
+        batch_units: int = 120,
+        units_per_s: float = 20.0,
+        handshake: bool = True,
+        auto: bool = True,
+        pulse_ms: int = 500,
+        seed: int | None = None,
     ) -> None:
         self.batch_units = batch_units
         self.units_per_s = units_per_s

@@ -46,7 +46,11 @@ from drivers.plcs.registers import RegisterAddress, Table, Value
 from drivers.simulators.line_program import LineProgram, run_standalone
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
     from pymodbus.pdu import ModbusPDU
+
+    from drivers.simulators.line_program import ProgramOptions
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +118,9 @@ class FillingLineSimulator(LineProgram):
         baudrate: int = 19200,
         parity: str = "E",
         unit: int = 1,
-        batch_units: int = 120,
-        units_per_s: float = 20.0,
-        handshake: bool = True,
-        auto: bool = True,
-        pulse_ms: int = 500,
-        seed: int | None = None,
+        **program: Unpack[ProgramOptions],
     ) -> None:
-        super().__init__(
-            batch_units=batch_units,
-            units_per_s=units_per_s,
-            handshake=handshake,
-            auto=auto,
-            pulse_ms=pulse_ms,
-            seed=seed,
-            counter_modulus=0x10000,
-        )
+        super().__init__(counter_modulus=0x10000, **program)
         self.host = host
         self.port = port
         self.serial_port = serial_port

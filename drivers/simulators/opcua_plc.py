@@ -38,12 +38,14 @@ from drivers.simulators.line_program import SimulatedPlc, run_standalone
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
+    from typing import Unpack
 
     from asyncua.common.node import Node
     from asyncua.server.internal_server import InternalServer
     from cryptography import x509
 
     from drivers.base import Value
+    from drivers.simulators.line_program import ProgramOptions
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +111,9 @@ class OpcUaLineSimulator(SimulatedPlc):
         policies: Sequence[str] | None = None,
         trusted: Sequence[Path] | None = None,
         users: Mapping[str, str] | None = None,
-        batch_units: int = 120,
-        units_per_s: float = 20.0,
-        handshake: bool = True,
-        auto: bool = True,
-        pulse_ms: int = 500,
-        seed: int | None = None,
+        **program: Unpack[ProgramOptions],
     ) -> None:
-        super().__init__(
-            batch_units=batch_units,
-            units_per_s=units_per_s,
-            handshake=handshake,
-            auto=auto,
-            pulse_ms=pulse_ms,
-            seed=seed,
-            counter_modulus=0x10000,
-        )
+        super().__init__(counter_modulus=0x10000, **program)
         self.host = host
         self.port = port
         self.certificate = certificate
