@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
+    import pytest
     from plant_support import Plant
     from support import Broker
 
@@ -171,7 +172,9 @@ async def test_a_node_going_offline_shows_within_15_s(
         pty.unplug()
 
 
-async def test_actions_need_a_login_csrf_and_the_same_origin(tmp_path: Path, plant: Plant) -> None:
+async def test_actions_need_a_login_csrf_and_the_same_origin(
+    tmp_path: Path, plant: Plant, caplog: pytest.LogCaptureFixture
+) -> None:
     password = tmp_path / "plant-admin.pw"
     password.write_text("plant-admin\n")
     config = plant_config(tmp_path, plant, listen="127.0.0.1:0", admin_password_file=str(password))
@@ -195,3 +198,10 @@ async def test_actions_need_a_login_csrf_and_the_same_origin(tmp_path: Path, pla
         assert big.status_code == 413
         assert (await client.get("/api/fleet")).status_code == 200  # reads need no login
         assert (await client.get("/api/trace/" + "x" * 300)).status_code == 400
+        # a wrong password blocks its address at once, as on a node's page (one login verdict)
+        wrong = await client.post("/api/login", json={"password": "guess"}, headers=origin)
+        assert wrong.status_code == 401
+        blocked = await client.post("/api/login", json={"password": "plant-admin"}, headers=origin)
+        assert blocked.status_code == 429, "answered at once, the password not looked at"
+        assert int(blocked.headers["Retry-After"]) >= 1
+        assert "failed login from 127.0.0.1" in caplog.text

@@ -31,12 +31,10 @@ from agent.web.auth import (
     SESSION_COOKIE,
     LoginGuard,
     Sessions,
-    client_address,
     csrf_ok,
-    logged_in,
     logged_out,
+    login_verdict,
     same_origin,
-    throttled,
 )
 from agent.web.hosts import HostPolicy
 from agent.web.metrics import CONTENT_TYPE
@@ -211,7 +209,6 @@ class _PlantApi:
         }
 
     async def login(self, request: Request) -> JSONResponse:
-        client = client_address(request)
         if self.guard is None:
             raise HTTPException(403, "actions disabled")
         if not same_origin(request):
@@ -223,14 +220,7 @@ class _PlantApi:
         password = body.get("password") if isinstance(body, dict) else None
         if not isinstance(password, str) or len(password) > 1024:  # noqa: PLR2004
             raise HTTPException(400, "password: a string of at most 1024 characters")
-        wait = self.guard.retry_after(client)
-        if wait is not None:
-            return throttled(wait)
-        if not self.guard.matches(password):
-            self.guard.failed(client)
-            raise HTTPException(401, "wrong password")
-        self.guard.succeeded(client)
-        return logged_in(request, self.sessions, client)
+        return login_verdict(request, self.guard, self.sessions, password, said=lambda _: None)
 
     async def logout(self, request: Request) -> JSONResponse:
         response, _ = logged_out(request, self.sessions)

@@ -23,14 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from agent.text import LotText, Quantity, WorkOrderText  # noqa: TC001 (pydantic needs them)
 from agent.web.auth import (
     SESSION_COOKIE,
+    THROTTLED,
     LoginGuard,
     Sessions,
     client_address,
     csrf_ok,
-    logged_in,
     logged_out,
+    login_verdict,
     same_origin,
-    throttled,
 )
 from agent.web.feed import StatusFeed
 from agent.web.hosts import HostPolicy
@@ -201,22 +201,15 @@ class _StatusApi:
             self.audit.record("login", {}, client, "refused: cross-origin request")
             raise HTTPException(403, "cross-origin request refused")
         body = await _parse(request, LoginRequest)
-        # Checked after the last await, so concurrent guesses cannot all pass the check first.
-        wait = self.guard.retry_after(client)
-        if wait is not None:  # answered at once, the password not looked at: no verdict leaks
-            self.metrics.login_refused_throttled()
-            self.audit.record("login", {}, client, "refused: too many failed logins")
-            return throttled(wait)
-        if not self.guard.matches(body.password):
-            self.guard.failed(client)
-            self.metrics.login_failed()
-            self.audit.record("login", {}, client, "failed")
-            log.warning("failed login from %s", client)  # at most the global budget a minute
-            raise HTTPException(401, "wrong password")
-        self.guard.succeeded(client)
-        self.audit.record("login", {}, client, "ok")
-        log.info("login from %s", client)
-        return logged_in(request, self.sessions, client)
+
+        def said(outcome: str) -> None:
+            if outcome == THROTTLED:
+                self.metrics.login_refused_throttled()
+            elif outcome == "failed":
+                self.metrics.login_failed()
+            self.audit.record("login", {}, client, outcome)
+
+        return login_verdict(request, self.guard, self.sessions, body.password, said=said)
 
     async def logout(self, request: Request) -> JSONResponse:
         response, ended = logged_out(request, self.sessions)

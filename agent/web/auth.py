@@ -42,6 +42,7 @@ __all__ = [
     "csrf_ok",
     "logged_in",
     "logged_out",
+    "login_verdict",
     "same_origin",
     "throttled",
 ]
@@ -243,6 +244,41 @@ def throttled(wait_s: float) -> JSONResponse:
         status_code=429,
         headers={"Retry-After": str(seconds)},
     )
+
+
+THROTTLED = "refused: too many failed logins"
+"""The outcome of a login from a blocked address, as `login_verdict` reports it."""
+
+
+def login_verdict(
+    request: Request,
+    guard: LoginGuard,
+    sessions: Sessions,
+    password: str,
+    *,
+    said: Callable[[str], None],
+) -> JSONResponse:
+    """The answer to one login whose body was read: 429 at once, 401, or a new session.
+
+    Nothing is awaited between the throttle check and the verdict, so concurrent guesses cannot
+    all pass the check first; a blocked address is answered without the password being looked
+    at, so no verdict leaks. `said` gets the outcome (`ok`, `failed` or `THROTTLED`) for the
+    page's audit log and metrics.
+    """
+    client = client_address(request)
+    wait = guard.retry_after(client)
+    if wait is not None:
+        said(THROTTLED)
+        return throttled(wait)
+    if not guard.matches(password):
+        guard.failed(client)
+        said("failed")
+        log.warning("failed login from %s", client)  # at most the global budget a minute
+        raise HTTPException(401, "wrong password")
+    guard.succeeded(client)
+    said("ok")
+    log.info("login from %s", client)
+    return logged_in(request, sessions, client)
 
 
 def logged_in(request: Request, sessions: Sessions, client: str) -> JSONResponse:
