@@ -193,11 +193,20 @@ async def broker_killed_mid_stream_loses_nothing(
         await write_scans(pty, names[third : 2 * third])
         broker.start()
         await write_scans(pty, names[2 * third :])
-        await wait_until(
-            lambda: set(scans(got, topics)) >= set(names),
-            timeout=90,
-            what=f"{count} scans through a broker killed mid-stream",
-        )
+        try:
+            await wait_until(
+                lambda: set(scans(got, topics)) >= set(names),
+                timeout=90,
+                what=f"{count} scans through a broker killed mid-stream",
+            )
+        except AssertionError as exc:  # say which ones, and whether the broker acknowledged them
+            missing = sorted(set(names) - set(scans(got, topics)))
+            health = agent.publishers[0].health
+            message = (
+                f"{exc}: {len(missing)} missing ({missing[:5]}); the agent's destination: "
+                f"{health.delivered} acknowledged by the broker, backlog {health.backlog}"
+            )
+            raise AssertionError(message) from None
         assert agent.publishers[0].health.reconnects >= 1
     arrived = scans(got, topics)
     lost = [n for n in names if n not in set(arrived)]
