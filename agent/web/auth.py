@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CSRF_HEADER",
     "SESSION_COOKIE",
+    "THROTTLED",
     "AuditLog",
     "LoginGuard",
     "Session",
