@@ -83,6 +83,12 @@ def test_settings_need_exactly_one_link() -> None:
         ScannerSettings(url="rfc2217://10.0.0.5:2217")
 
 
+@pytest.mark.parametrize("url", ["socket://10.0.0.5", "socket://:51236", "socket://h:port"])
+def test_a_tcp_scanner_url_names_host_and_port(url: str) -> None:
+    with pytest.raises(ValidationError, match=r"a TCP scanner's url is socket://host:port"):
+        ScannerSettings(url=url)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
