@@ -20,27 +20,14 @@ from postgres_support import PostgresCluster, PostgresTemplate
 from socket_sites import name_unclosed_sockets, record_socket_sites
 from support import Broker, Pty
 
-from agent.cli.event_loop import loop_factory
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+    from collections.abc import AsyncIterator, Iterator
     from pathlib import Path
 
 LEAK_GRACE_S = 5.0
 """How long a thread or task may take to end after its test (a cancelled task, a closing pool)."""
 
 record_socket_sites()
-
-
-def pytest_asyncio_loop_factories(
-    config: pytest.Config, item: pytest.Item
-) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    """Async tests run on the loop `lineside run` runs on (uvloop where installed).
-
-    `LINESIDE_EVENT_LOOP=asyncio make test` runs them on asyncio's own loop instead.
-    """
-    factory = loop_factory()
-    return {"asyncio": asyncio.new_event_loop} if factory is None else {"uvloop": factory}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -6,6 +6,6 @@ the agent live here too: `doctor` (checks a site; `doctor_mqtt` asks a broker, `
 what a check found), `demo_plant` (the simulated plant: three nodes and the plant view) and
 `demo` (one agent), with their `demo_broker`, `demo_scans` and `demo_postgres`; `bench` with
 its runs (`bench_runs`, `bench_drain`, `trace_bench`, `bench_plant`), `history_commands`
-(trace and report on a terminal), `plant` (`lineside plant …`), `signals` (a command's main
-coroutine until SIGTERM/SIGINT) and `event_loop` (the loop it runs on: uvloop where installed).
+(trace and report on a terminal), `plant` (`lineside plant …`) and `signals` (a command's main
+coroutine until SIGTERM/SIGINT).
 """

@@ -46,7 +46,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.cli import event_loop
 from agent.cli.bench_floor import measure_floor_cpu
 from agent.cli.bench_paced import PacedSizes, measure_paced_cpu
 from agent.cli.bench_plcs import PROTOCOLS, measure_plc
@@ -296,10 +295,7 @@ async def run_bench(
 
 
 def _machine() -> str:
-    return (
-        f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()},"
-        f" event loop {event_loop.loop_name()}"
-    )
+    return f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}"
 
 
 def bench_command(args: argparse.Namespace) -> int:
@@ -318,7 +314,7 @@ def bench_command(args: argparse.Namespace) -> int:
                 workdir, quick=args.quick, as_json=args.json, machine=_machine()
             )
     with _workdir(args.dir) as workdir:
-        figures = event_loop.run(
+        figures = asyncio.run(
             run_bench(
                 broker_url=args.broker,
                 workdir=workdir,
@@ -328,8 +324,7 @@ def bench_command(args: argparse.Namespace) -> int:
             )
         )
     if args.json:
-        described = {**figures, "event_loop": event_loop.loop_name()}
-        sys.stdout.write(json.dumps(described, indent=2, sort_keys=True) + "\n")
+        sys.stdout.write(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     else:
         sys.stdout.write(f"lineside bench on {_machine()}{' (quick)' if args.quick else ''}\n")
         sys.stdout.write(render_table(figures) + "\n")

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.cli import event_loop
 from sync.acked import AckedSink
 from sync.mqtt import MqttSink
 from sync.mqtt_config import MqttDestinationConfig
@@ -137,7 +136,7 @@ def peak_rss_kib() -> int:
 def main(argv: list[str]) -> int:
     """Entry point of the child process."""
     path, broker_url, events = Path(argv[0]), argv[1], int(argv[2])
-    result = event_loop.run(drain(path, broker_url, events))
+    result = asyncio.run(drain(path, broker_url, events))
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

@@ -3,9 +3,8 @@
 At 20 or 100 scans/s every event travels alone, and a process that sleeps between messages
 pays for each wake-up (the kernel's, the event loop's, cold caches) whatever it does. To read
 `paced_cpu_us_per_event_<rate>` against something measured in the same run, `measure_floor_cpu`
-starts two minimal servers as processes of their own, on the same Python and event loop as
-the agent (`agent.cli.event_loop`), and plays their client at the same rates, reading their
-CPU time from /proc like the agent's:
+starts two minimal servers as processes of their own, on the same Python, and plays their
+client at the same rates, reading their CPU time from /proc like the agent's:
 
 - `echo`: an asyncio TCP server that answers each line with one byte (a good read);
 - `commit`: the same, but each line is first committed to SQLite through aiosqlite (WAL,
@@ -23,7 +22,6 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from agent.cli import event_loop
 from agent.cli.bench_paced import process_cpu_s
 from agent.cli.demo_broker import free_port
 
@@ -113,7 +111,7 @@ def main(argv: list[str]) -> int:
     if mode not in MODES:
         sys.stderr.write(f"mode must be one of {', '.join(MODES)}, not {mode!r}\n")
         return 2
-    event_loop.run(_serve(mode, int(port), db_path))
+    asyncio.run(_serve(mode, int(port), db_path))
     return 0
 
 

@@ -7,6 +7,7 @@ stderr, with a traceback only under `--debug`. Only this module configures loggi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -14,8 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.cli import event_loop
-from agent.cli.event_loop import EventLoopChoiceError
 from agent.cli.plant import add_plant_parser
 from agent.cli.signals import run_until_signal
 from agent.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
@@ -90,7 +89,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.warning("run --new-outbox: a missing or empty outbox will be started anew at seq 1")
     agent = Agent(config, new_outbox=args.new_outbox)
     try:
-        event_loop.run(run_until_signal(agent.run))
+        asyncio.run(run_until_signal(agent.run))
     except (OutboxDamaged, OutboxMissing) as exc:  # found at open: the operator must act
         raise UsageError(f"agent.data_dir: {exc}") from exc
     return EXIT_OK
@@ -115,7 +114,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         )
         single = True
     demo = run_demo if single else run_plant_demo
-    event_loop.run(
+    asyncio.run(
         run_until_signal(
             lambda stop: demo(
                 stop,
@@ -266,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
-    except (UsageError, EventLoopChoiceError) as exc:
+    except UsageError as exc:
         print(f"lineside: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
     except KeyboardInterrupt:

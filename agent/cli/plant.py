@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.cli import event_loop
 from agent.plant.config import DEFAULT_PLANT_CONFIG, load_plant_config
 from agent.plant.database import plant_connection
 from agent.plant.history import PlantStoreError, plant_report, plant_trace
@@ -138,7 +137,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from agent.plant.server import serve_plant  # noqa: PLC0415
 
     config = load_plant_config(plant_config_path(args.config))
-    event_loop.run(run_until_signal(lambda stop: serve_plant(config, stop)))
+    asyncio.run(run_until_signal(lambda stop: serve_plant(config, stop)))
     return EXIT_OK
 
 

@@ -340,8 +340,7 @@ class Agent:
                 notify_ready()  # Type=notify: systemd counts the unit as started from here
                 # what start-up built lives as long as the process: the collector skips it
                 gc.freeze()
-                loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
-                log.info("lineside running (event loop: %s)", loop)
+                log.info("lineside running")
                 await stop.wait()
                 log.info("lineside stopping")
                 notify_stopping()

@@ -2,12 +2,12 @@
 
 `SerialScanner` opens a scanner through pyserial-asyncio-fast (`serial_for_url`), so `port`
 may be a device path (`/dev/ttyUSB0`, a `/dev/serial/by-id/...` link) and `url` any pyserial
-URL whose link has a file descriptor; `socket://host:port`, a TCP scanner, is opened as a plain
-asyncio TCP connection (what pyserial-asyncio-fast does too, in a way uvloop refuses).
-`rfc2217://` and `loop://` have no descriptor and are refused at config time. Reads are cut
-into frames by `drivers.scanners.framing.TerminatorFramer`; a double read of the same barcode
-within `dedup_ms` is suppressed and counted. `stream()` is what an application runs: it never
-ends by itself and reconnects with full-jitter backoff while keeping `health` up to date.
+URL whose link has a file descriptor (`socket://host:port` for a TCP scanner, which
+pyserial-asyncio-fast opens as a plain asyncio TCP connection; `rfc2217://` and `loop://` have no
+descriptor and are refused at config time). Reads are cut into frames by
+`drivers.scanners.framing.TerminatorFramer`; a double read of the same barcode within `dedup_ms` is
+suppressed and counted. `stream()` is what an application runs: it never ends by itself and
+reconnects with full-jitter backoff while keeping `health` up to date.
 """
 
 from __future__ import annotations
@@ -131,10 +131,6 @@ class ScannerSettings(BaseModel):
                 f"{scheme}:// is not supported: pyserial's {scheme} link has no file descriptor "
                 "that asyncio can wait on (use socket://host:port for a TCP scanner)"
             )
-        if scheme == "socket" and not _host_and_port(value):
-            raise ValueError(
-                "a TCP scanner's url is socket://host:port, e.g. socket://10.0.0.5:51236"
-            )
         return value
 
     @model_validator(mode="after")
@@ -179,7 +175,13 @@ class SerialScanner(ScannerLink):
         s = self.settings
         try:
             async with asyncio.timeout(OPEN_TIMEOUT_S):
-                reader, writer = await _open_link(s)
+                reader, writer = await serial_asyncio_fast.open_serial_connection(
+                    url=s.link,
+                    baudrate=s.baudrate,
+                    bytesize=s.bytesize,
+                    parity=s.parity,
+                    stopbits=s.stopbits,
+                )
         except TimeoutError as exc:
             reason = f"cannot open {s.link}: no answer within {OPEN_TIMEOUT_S:g} s"
             self._health.mark_disconnected(reason)
@@ -274,30 +276,3 @@ async def _read_chunk(reader: asyncio.StreamReader, idle_limit: float | None) ->
         if deadline.expired():
             return None
         raise
-
-
-def _host_and_port(url: str | None) -> bool:
-    parts = urlsplit(url or "")
-    try:
-        return bool(parts.hostname) and parts.port is not None
-    except ValueError:  # a port that is not a number, or out of range
-        return False
-
-
-async def _open_link(s: ScannerSettings) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open the scanner's link: a TCP scanner as a plain asyncio connection, else via pyserial.
-
-    pyserial-asyncio-fast opens `socket://` as an asyncio TCP connection too, after a thread
-    hop for pyserial's own (unopened) port object, and then sets attributes on the transport,
-    which uvloop's transports refuse; asking asyncio directly gives the same streams on any loop.
-    """
-    parts = urlsplit(s.link)
-    if parts.scheme == "socket":
-        return await asyncio.open_connection(parts.hostname, parts.port)
-    return await serial_asyncio_fast.open_serial_connection(
-        url=s.link,
-        baudrate=s.baudrate,
-        bytesize=s.bytesize,
-        parity=s.parity,
-        stopbits=s.stopbits,
-    )
