@@ -131,6 +131,10 @@ class ScannerSettings(BaseModel):
                 f"{scheme}:// is not supported: pyserial's {scheme} link has no file descriptor "
                 "that asyncio can wait on (use socket://host:port for a TCP scanner)"
             )
+        if scheme == "socket" and not _host_and_port(value):
+            raise ValueError(
+                "a TCP scanner's url is socket://host:port, e.g. socket://10.0.0.5:51236"
+            )
         return value
 
     @model_validator(mode="after")
@@ -276,3 +280,12 @@ async def _read_chunk(reader: asyncio.StreamReader, idle_limit: float | None) ->
         if deadline.expired():
             return None
         raise
+
+
+def _host_and_port(url: str | None) -> bool:
+    """Whether `url` names a host and a numeric port (pyserial refuses it only at open)."""
+    parts = urlsplit(url or "")
+    try:
+        return bool(parts.hostname) and parts.port is not None
+    except ValueError:  # a port that is not a number, or out of range
+        return False
