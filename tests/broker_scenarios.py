@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiomqtt
 from agent_harness import running_agent, write_config
 from support import subscriber, wait_until
+from tcp_gate import TcpGate
 from test_e2e_batches import plc_section, tcp
 
 from drivers.simulators.modbus_plc import FillingLineSimulator
@@ -179,19 +180,29 @@ async def will_says_offline(broker: MqttBroker, *, style: TopicStyle, client_id:
 async def broker_killed_mid_stream_loses_nothing(
     tmp_path: Path, broker: Restartable, pty: Pty, *, count: int, style: TopicStyle
 ) -> None:
-    """The broker is SIGKILLed and started again while scans stream in: every one arrives."""
+    """The broker is SIGKILLed and started again while scans stream in: every one arrives.
+
+    The agent reaches the broker through a `TcpGate`, shut while the broker is down and opened
+    once the counting subscriber has subscribed again, so the count does not depend on which of
+    the two reconnects first (see `tcp_gate`).
+    """
     topics = TOPICS[style]
     names = [f"KILL-{i:05d}" for i in range(count)]
     async with (
-        running_agent(config_for(tmp_path, broker, pty, style=style)) as agent,
+        TcpGate(broker.host, broker.port) as gate,
+        running_agent(config_for(tmp_path, gate, pty, style=style)) as agent,
         subscriber(broker, topics.everything) as got,
     ):
         third = count // 3
         await write_scans(pty, names[:third])
         await got.wait_for(lambda g: len(scans(g, topics)) >= third // 2, timeout=60)
+        subscribed = got.subscriptions
         broker.kill()  # while the first third is still arriving, perhaps
+        gate.shut()
         await write_scans(pty, names[third : 2 * third])
         broker.start()
+        await got.wait_for(lambda g: g.subscriptions > subscribed, timeout=60)
+        gate.open()
         await write_scans(pty, names[2 * third :])
         try:
             await wait_until(

@@ -141,6 +141,8 @@ class Collected:
 
     messages: list[tuple[str, bytes, bool]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    subscriptions: int = 0
+    """How often the subscriber (re)subscribed: once per connection."""
 
     def payloads(self, topic_filter: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
         """The JSON payloads of the collected messages whose topic passes the filter."""
@@ -176,6 +178,8 @@ async def subscriber(broker: MqttBroker, topic: str = "#"):  # type: ignore[no-u
                     broker.host, broker.port, identifier=ident, clean_session=False
                 ) as client:
                     await client.subscribe(topic, qos=1)
+                    got.subscriptions += 1
+                    got.changed.set()
                     ready.set()
                     async for message in client.messages:
                         payload = message.payload
