@@ -52,10 +52,13 @@ class TcpGate:
     ) -> None:
         assert self._server is not None
         self._server.close()
-        self.shut()
-        for task in self._links:
-            task.cancel()
-        await asyncio.gather(*self._links, return_exceptions=True)
+        self.shut()  # every link ends by itself once its sockets are aborted
+        links = set(self._links)
+        if links:
+            _, stuck = await asyncio.wait(links, timeout=5)
+            for task in stuck:  # not expected; cancelled, asyncio logs it
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         await self._server.wait_closed()
 
     def shut(self) -> None:
